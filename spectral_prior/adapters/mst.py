@@ -1,0 +1,251 @@
+"""MST: Mask-guided Spectral-wise Transformer (Cai et al., CVPR 2022).
+
+A re-implementation whose ``state_dict()`` keys and shapes are identical to the MST toolbox's
+``simulation/train_code/architecture/MST.py``, so the toolbox's checkpoints load with ``strict=True`` and give the
+same output. Differences from the toolbox, all deliberate:
+
+* no hard-coded ``.cuda()``; any device and dtype;
+* any spatial size divisible by 4 (the toolbox's mask-guided shift-back assumes a 256x256 scene);
+* each sample of a batch uses its own mask (the toolbox uses the first mask of the batch for all samples; the two
+  agree whenever the whole batch shares one mask, as in the toolbox's training and testing);
+* a missing mask raises a clear error instead of silently using an all-zero mask.
+
+Inputs: ``x`` is the 'H' setting [B, 28, H, W] and ``mask`` the 'Phi' setting [B, 28, H, W + 54]
+(see :func:`spectral_prior.cassi.simulate`).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from .layers import PreNorm, check_cube, check_shape
+
+BANDS = 28
+DISPERSION_STEP = 2
+
+
+class MaskGuidedMechanism(nn.Module):
+    """Turns the shifted mask of one scale into a per-channel attention map aligned with the features."""
+
+    def __init__(self, dim: int, *, level: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, kernel_size=1, bias=True)
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size=1, bias=True)
+        self.depth_conv = nn.Conv2d(dim, dim, kernel_size=5, padding=2, bias=True, groups=dim)
+        # The toolbox undoes the dispersion at scale 2**level with a step of 2 / 4**level pixels per channel.
+        downsample = 2**level
+        self.step = DISPERSION_STEP / (downsample * downsample)
+
+    def forward(self, mask_shift: Tensor, width: int) -> Tensor:
+        mask_shift = self.conv1(mask_shift)
+        attention = torch.sigmoid(self.depth_conv(self.conv2(mask_shift)))
+        mask_shift = mask_shift * attention + mask_shift
+        return self._shift_back(mask_shift, width)
+
+    def _shift_back(self, mask_shift: Tensor, width: int) -> Tensor:
+        """Channel ``c`` is read from column ``int(step * c)`` on, ``width`` columns wide."""
+        batch, channels, height, _ = mask_shift.shape
+        offsets = (torch.arange(channels, device=mask_shift.device) * self.step).floor().long()
+        columns = offsets[:, None] + torch.arange(width, device=mask_shift.device)
+        index = columns[None, :, None, :].expand(batch, channels, height, width)
+        return mask_shift.gather(-1, index)
+
+
+class MS_MSA(nn.Module):
+    """Mask-guided spectral-wise multi-head self-attention: attention over channels, not pixels."""
+
+    def __init__(self, dim: int, *, dim_head: int, heads: int, level: int) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.to_q = nn.Linear(dim, dim_head * heads, bias=False)
+        self.to_k = nn.Linear(dim, dim_head * heads, bias=False)
+        self.to_v = nn.Linear(dim, dim_head * heads, bias=False)
+        self.rescale = nn.Parameter(torch.ones(heads, 1, 1))
+        self.proj = nn.Linear(dim_head * heads, dim, bias=True)
+        self.pos_emb = nn.Sequential(
+            nn.Conv2d(dim, dim, 3, 1, 1, bias=False, groups=dim),
+            nn.GELU(),
+            nn.Conv2d(dim, dim, 3, 1, 1, bias=False, groups=dim),
+        )
+        self.mm = MaskGuidedMechanism(dim, level=level)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x: [B, H, W, C] (channels last); mask: [B or 1, C, H, W'] (channels first). Returns [B, H, W, C]."""
+        batch, height, width, channels = x.shape
+        tokens = rearrange(x, "b h w c -> b (h w) c")
+        q, k, v_in = self.to_q(tokens), self.to_k(tokens), self.to_v(tokens)
+        mask_attention = rearrange(self.mm(mask, width), "b c h w -> b (h w) c")
+        v = v_in * mask_attention
+
+        q, k, v = (rearrange(t, "b n (heads d) -> b heads d n", heads=self.num_heads) for t in (q, k, v))
+        q = F.normalize(q, dim=-1, p=2)
+        k = F.normalize(k, dim=-1, p=2)
+        attention = (k @ q.transpose(-2, -1)) * self.rescale
+        attention = attention.softmax(dim=-1)
+        out = rearrange(attention @ v, "b heads d n -> b n (heads d)")
+        out = rearrange(self.proj(out), "b (h w) c -> b h w c", h=height)
+
+        positional = self.pos_emb(rearrange(v_in, "b (h w) c -> b c h w", h=height))
+        return out + rearrange(positional, "b c h w -> b h w c")
+
+
+class FeedForward(nn.Module):
+    """1x1 expand, depthwise 3x3, 1x1 project, on channels-last input."""
+
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(dim, dim * mult, 1, 1, bias=False),
+            nn.GELU(),
+            nn.Conv2d(dim * mult, dim * mult, 3, 1, 1, bias=False, groups=dim * mult),
+            nn.GELU(),
+            nn.Conv2d(dim * mult, dim, 1, 1, bias=False),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rearrange(self.net(rearrange(x, "b h w c -> b c h w")), "b c h w -> b h w c")
+
+
+class MSAB(nn.Module):
+    """Mask-guided Self-Attention Block: ``num_blocks`` x (MS-MSA + feed-forward), residual. [B,C,H,W] -> same."""
+
+    def __init__(self, dim: int, *, dim_head: int, heads: int, num_blocks: int, level: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.ModuleList(
+                [
+                    MS_MSA(dim, dim_head=dim_head, heads=heads, level=level),
+                    PreNorm(dim, FeedForward(dim)),
+                ]
+            )
+            for _ in range(num_blocks)
+        )
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = rearrange(x, "b c h w -> b h w c")
+        for attention, feed_forward in self.blocks:
+            x = attention(x, mask) + x
+            x = feed_forward(x) + x
+        return rearrange(x, "b h w c -> b c h w")
+
+
+class MST(nn.Module):
+    """MST U-shaped network: ``stage`` encoder levels, a bottleneck and ``stage`` decoder levels of MSABs.
+
+    Args:
+        dim: feature channels at full resolution (28 in the paper).
+        stage: number of down/up-sampling levels.
+        num_blocks: MSAB depth per encoder level; the last entry is also the bottleneck's depth.
+    """
+
+    def __init__(self, dim: int = 28, stage: int = 2, num_blocks: Sequence[int] = (2, 2, 2)) -> None:
+        super().__init__()
+        if len(num_blocks) != stage + 1:
+            raise ValueError(f"num_blocks needs stage + 1 = {stage + 1} entries, got {list(num_blocks)}")
+        self.dim = dim
+        self.stage = stage
+
+        self.embedding = nn.Conv2d(BANDS, dim, 3, 1, 1, bias=False)
+
+        self.encoder_layers = nn.ModuleList()
+        dim_stage = dim
+        for level in range(stage):
+            self.encoder_layers.append(
+                nn.ModuleList(
+                    [
+                        MSAB(dim_stage, dim_head=dim, heads=dim_stage // dim, num_blocks=num_blocks[level], level=level),
+                        nn.Conv2d(dim_stage, dim_stage * 2, 4, 2, 1, bias=False),  # features down
+                        nn.Conv2d(dim_stage, dim_stage * 2, 4, 2, 1, bias=False),  # mask down
+                    ]
+                )
+            )
+            dim_stage *= 2
+
+        self.bottleneck = MSAB(dim_stage, dim_head=dim, heads=dim_stage // dim, num_blocks=num_blocks[-1], level=stage)
+
+        self.decoder_layers = nn.ModuleList()
+        for i in range(stage):
+            level = stage - 1 - i
+            self.decoder_layers.append(
+                nn.ModuleList(
+                    [
+                        nn.ConvTranspose2d(dim_stage, dim_stage // 2, stride=2, kernel_size=2, padding=0),
+                        nn.Conv2d(dim_stage, dim_stage // 2, 1, 1, bias=False),  # fuse skip connection
+                        MSAB(
+                            dim_stage // 2,
+                            dim_head=dim,
+                            heads=(dim_stage // 2) // dim,
+                            num_blocks=num_blocks[level],
+                            level=level,
+                        ),
+                    ]
+                )
+            )
+            dim_stage //= 2
+
+        self.mapping = nn.Conv2d(dim, BANDS, 3, 1, 1, bias=False)
+        self.lrelu = nn.LeakyReLU(negative_slope=0.1)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x: the 'H' input [B, 28, H, W]; mask: the 'Phi' mask [B or 1, 28, H, W + 54]. Returns [B, 28, H, W]."""
+        check_cube(x, name="MST input x", bands=BANDS, multiple=2**self.stage)
+        if mask is None:
+            raise ValueError(
+                "MST needs the shifted mask Phi [B, 28, H, W + 54]; build it with "
+                "spectral_prior.cassi.mask_input(mask3d, 'Phi') or spectral_prior.cassi.simulate(...)"
+            )
+        batch, _, height, width = x.shape
+        check_shape(
+            mask,
+            name="MST mask (Phi)",
+            expected=[batch, BANDS, height, width + (BANDS - 1) * DISPERSION_STEP],
+            hint="Pass the 'Phi' mask setting, i.e. shift(mask3d).",
+        )
+
+        features = self.lrelu(self.embedding(x))
+        skips, masks = [], []
+        for msab, features_down, mask_down in self.encoder_layers:
+            features = msab(features, mask)
+            skips.append(features)
+            masks.append(mask)
+            features = features_down(features)
+            mask = mask_down(mask)
+
+        features = self.bottleneck(features, mask)
+
+        for upsample, fuse, msab in self.decoder_layers:
+            features = upsample(features)
+            features = fuse(torch.cat([features, skips.pop()], dim=1))
+            features = msab(features, masks.pop())
+
+        return self.mapping(features) + x
+
+
+_MST_VARIANTS: dict[str, dict[str, Any]] = {
+    "mst_s": dict(dim=28, stage=2, num_blocks=(2, 2, 2)),
+    "mst_m": dict(dim=28, stage=2, num_blocks=(2, 4, 4)),
+    "mst_l": dict(dim=28, stage=2, num_blocks=(4, 7, 5)),
+}
+
+
+def _create_mst(variant: str, **kwargs: Any) -> MST:
+    return MST(**{**_MST_VARIANTS[variant], **kwargs})
+
+
+def mst_s(**kwargs: Any) -> MST:
+    """MST-S: num_blocks [2, 2, 2], 0.92 M parameters."""
+    return _create_mst("mst_s", **kwargs)
+
+
+def mst_m(**kwargs: Any) -> MST:
+    """MST-M: num_blocks [2, 4, 4], 1.49 M parameters."""
+    return _create_mst("mst_m", **kwargs)
+
+
+def mst_l(**kwargs: Any) -> MST:
+    """MST-L: num_blocks [4, 7, 5], 2.02 M parameters."""
+    return _create_mst("mst_l", **kwargs)
