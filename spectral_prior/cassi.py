@@ -1,0 +1,288 @@
+"""CASSI forward model with the MST toolbox conventions (28 bands, dispersion of 2 pixels per band).
+
+A scene cube ``x`` of shape [B, C, H, W] is modulated by the coded aperture (``mask3d``, the 2-D mask repeated over
+the bands), band ``i`` is shifted right by ``step * i`` columns, and the bands are summed into a 2-D measurement
+``y`` of shape [B, H, W + (C - 1) * step]. Every operation here is vectorised over the bands (no Python loop),
+works on any device and floating dtype and is differentiable.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BANDS",
+    "STEP",
+    "INPUT_SETTINGS",
+    "MASK_SETTINGS",
+    "shift",
+    "shift_back",
+    "load_mask",
+    "mask3d",
+    "measure",
+    "measurement_to_input",
+    "mask_input",
+    "simulate",
+]
+
+BANDS = 28
+"""Number of spectral bands of the CASSI benchmark."""
+STEP = 2
+"""Dispersion, in pixels per band."""
+INPUT_SETTINGS = ("H", "HM", "Y")
+"""Valid ``setting`` values of :func:`measurement_to_input`."""
+MASK_SETTINGS = ("Phi", "Phi_PhiPhiT", "Mask")
+"""Valid ``setting`` values of :func:`mask_input`."""
+
+MaskInput = Union[Tensor, Tuple[Tensor, Tensor]]
+MaskSource = Union[str, os.PathLike, np.ndarray, Tensor]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# input checks
+
+
+def _shape(x: Tensor) -> list:
+    return list(x.shape)
+
+
+def _check_dims(x: Tensor, name: str, layout: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != len(layout.split(",")):
+        raise ValueError(f"{name} must have shape [{layout}], got {_shape(x)} ({x.dim()} dims)")
+
+
+def _check_finite(x: Tensor, name: str) -> None:
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} must be finite, but it contains NaN or Inf values")
+
+
+def _check_step(step: int) -> None:
+    if not isinstance(step, int) or step < 1:
+        raise ValueError(f"step must be a positive int, got {step!r}")
+
+
+def _unshifted_width(width: int, bands: int, step: int) -> int:
+    """Width of the scene behind a measurement ``width`` columns wide."""
+    _check_step(step)
+    if not isinstance(bands, int) or bands < 1:
+        raise ValueError(f"the band count must be a positive int, got {bands!r}")
+    scene_width = width - (bands - 1) * step
+    if scene_width < 1:
+        raise ValueError(
+            f"measurement width {width} is too small for {bands} bands at step={step}: "
+            f"expected more than (bands - 1) * step = {(bands - 1) * step} columns"
+        )
+    return scene_width
+
+
+def _check_mask3d(mask3d: Tensor, expected: Sequence[int], against: str) -> None:
+    """``mask3d`` must be [1 or B, C, H, W] with ``expected`` = [B, C, H, W] taken from ``against``."""
+    _check_dims(mask3d, "mask3d", "B, C, H, W")
+    batch_ok = mask3d.shape[0] in (1, expected[0])
+    if not batch_ok or _shape(mask3d)[1:] != list(expected[1:]):
+        want = [f"1 or {expected[0]}", *expected[1:]]
+        raise ValueError(
+            f"mask3d must match the {against}: expected shape [{', '.join(map(str, want))}], got {_shape(mask3d)}"
+        )
+
+
+def _check_setting(setting: str, valid: Sequence[str], name: str) -> None:
+    if setting not in valid:
+        raise ValueError(f"unknown {name} {setting!r}; valid settings are {', '.join(map(repr, valid))}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dispersion
+
+
+def shift(x: Tensor, step: int = STEP) -> Tensor:
+    """Disperse a cube: [B, C, H, W] -> [B, C, H, W + (C - 1) * step], band ``i`` at column offset ``step * i``.
+
+    The columns a band does not cover are zero.
+    """
+    _check_dims(x, "x", "B, C, H, W")
+    _check_step(step)
+    batch, bands, height, width = x.shape
+    out = x.new_zeros(batch, bands, height, width + (bands - 1) * step)
+    # out.unfold(...)[b, c, h, k, w] is out[b, c, h, step * k + w]; its (c, k) diagonal is the window of band c.
+    band_windows = out.unfold(-1, width, step).diagonal(dim1=1, dim2=3)  # [B, H, W, C], a view of ``out``
+    band_windows.copy_(x.movedim(1, -1))
+    return out
+
+
+def shift_back(y: Tensor, nC: int = BANDS, step: int = STEP) -> Tensor:
+    """Undo the dispersion of a measurement: [B, H, W'] -> [B, nC, H, W' - (nC - 1) * step].
+
+    Band ``i`` is the window of columns ``step * i`` to ``step * i + W``. The result is a view of ``y`` (no copy):
+    write to a clone of it, not to it.
+    """
+    _check_dims(y, "y", "B, H, W'")
+    width = _unshifted_width(y.shape[-1], nC, step)
+    return y.unfold(-1, width, step).movedim(2, 1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# masks
+
+
+def _read_mat(path: Path, key: str | None) -> np.ndarray:
+    import scipy.io
+
+    try:
+        contents = scipy.io.loadmat(str(path))
+    except NotImplementedError:  # MATLAB v7.3: an HDF5 file
+        return _read_mat_v73(path, key)
+    variables = {k: v for k, v in contents.items() if not k.startswith("__")}
+    return _pick_variable(variables, key, path)
+
+
+def _read_mat_v73(path: Path, key: str | None) -> np.ndarray:
+    try:
+        import h5py
+    except ImportError as err:
+        raise ImportError(f"{path} is a MATLAB v7.3 file; reading it needs h5py (pip install h5py)") from err
+    with h5py.File(path, "r") as f:
+        datasets = {k: v for k, v in f.items() if isinstance(v, h5py.Dataset)}
+        data = _pick_variable(datasets, key, path)[()]
+    return np.asarray(data).T  # HDF5 stores MATLAB's column-major arrays with the axes reversed
+
+
+def _pick_variable(variables: dict, key: str | None, path: Path):
+    available = sorted(variables)
+    if key is None:
+        if "mask" in variables:
+            key = "mask"
+        elif len(variables) == 1:
+            key = available[0]
+        else:
+            raise KeyError(f"{path} holds several variables {available}; choose one with key=")
+    if key not in variables:
+        raise KeyError(f"no variable {key!r} in {path}; available variables: {available}")
+    return variables[key]
+
+
+def load_mask(source: MaskSource, key: str | None = None) -> Tensor:
+    """Load a 2-D coded aperture as a float32 [H, W] tensor.
+
+    ``source`` is a ``.mat`` file (any MATLAB version; ``key`` defaults to ``'mask'`` or the file's only
+    variable), a ``.npy`` file, a numpy array or a tensor (kept on its device).
+    """
+    if isinstance(source, Tensor):
+        mask = source.to(torch.float32)
+    elif isinstance(source, np.ndarray):
+        mask = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32))
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"mask file not found: {path}")
+        if path.suffix.lower() == ".npy":
+            array = np.load(path)
+        elif path.suffix.lower() == ".mat":
+            array = _read_mat(path, key)
+        else:
+            raise ValueError(f"unsupported mask file type {path.suffix!r} ({path}); expected .mat or .npy")
+        mask = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    else:
+        raise TypeError(f"mask source must be a path, numpy array or tensor, got {type(source).__name__}")
+    if mask.dim() != 2:
+        raise ValueError(f"the mask must be 2-D [H, W], got shape {_shape(mask)}")
+    _check_finite(mask, "the mask")
+    return mask
+
+
+def mask3d(mask: Tensor, bands: int = BANDS) -> Tensor:
+    """Repeat a 2-D mask over the bands: [H, W] -> [1, bands, H, W], [B, H, W] -> [B, bands, H, W].
+
+    The result is an expanded view (no copy).
+    """
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dim() == 2:
+        mask = mask.unsqueeze(0)
+    elif mask.dim() != 3:
+        raise ValueError(f"mask must have shape [H, W] or [B, H, W], got {_shape(mask)}")
+    batch, height, width = mask.shape
+    return mask.unsqueeze(1).expand(batch, bands, height, width)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# forward model
+
+
+def measure(cube: Tensor, mask3d: Tensor, step: int = STEP) -> Tensor:
+    """Simulate the CASSI measurement ``sum_bands(shift(mask3d * cube))``: [B, C, H, W] -> [B, H, W + (C-1)*step].
+
+    ``mask3d`` is [B, C, H, W] or [1, C, H, W] (shared by the batch).
+    """
+    _check_dims(cube, "cube", "B, C, H, W")
+    _check_finite(cube, "cube")
+    _check_mask3d(mask3d, _shape(cube), against="cube")
+    return shift(mask3d * cube, step).sum(dim=1)
+
+
+def measurement_to_input(y: Tensor, mask3d: Tensor, setting: str = "H", step: int = STEP) -> Tensor:
+    """Turn a measurement [B, H, W'] into a network input, as the MST toolbox does.
+
+    ``'H'``: ``shift_back(y / C * 2)``, [B, C, H, W]; ``'HM'``: that times ``mask3d``; ``'Y'``: ``y`` itself.
+    ``mask3d`` [1 or B, C, H, W] gives the band count and must match the measurement. The result is contiguous.
+    """
+    _check_setting(setting, INPUT_SETTINGS, "input setting")
+    _check_dims(y, "y", "B, H, W'")
+    _check_finite(y, "the measurement y")
+    _check_dims(mask3d, "mask3d", "B, C, H, W")
+    bands = mask3d.shape[1]
+    width = _unshifted_width(y.shape[-1], bands, step)
+    _check_mask3d(mask3d, [y.shape[0], bands, y.shape[1], width], against=f"measurement of shape {_shape(y)}")
+    if setting == "Y":
+        return y
+    # shift_back's windows overlap in memory; hand networks a tensor of their own, as the toolbox does.
+    h = shift_back(y / bands * 2, bands, step).contiguous()
+    return h * mask3d if setting == "HM" else h
+
+
+def mask_input(mask3d: Tensor, setting: str = "Phi", step: int = STEP) -> MaskInput:
+    """The mask a network receives: ``'Phi'``: ``shift(mask3d)``; ``'Phi_PhiPhiT'``: ``(Phi, Phi_s)`` with
+    ``Phi_s = sum_bands(Phi ** 2)`` and its zeros replaced by 1; ``'Mask'``: ``mask3d``.
+    """
+    _check_setting(setting, MASK_SETTINGS, "mask setting")
+    _check_dims(mask3d, "mask3d", "B, C, H, W")
+    if setting == "Mask":
+        return mask3d
+    phi = shift(mask3d, step)
+    if setting == "Phi":
+        return phi
+    phi_s = phi.square().sum(dim=1)
+    return phi, phi_s.masked_fill(phi_s == 0, 1)
+
+
+def _expand_batch(x: Tensor, batch: int) -> Tensor:
+    return x.expand(batch, *x.shape[1:])
+
+
+def simulate(
+    cube: Tensor,
+    mask3d: Tensor,
+    input_setting: str = "H",
+    mask_setting: str = "Phi",
+    step: int = STEP,
+) -> Tuple[Tensor, MaskInput]:
+    """Measure ``cube`` [B, C, H, W] and return ``(network input, mask input)`` for the given settings.
+
+    The mask input is expanded (not copied) to the cube's batch.
+    """
+    _check_setting(input_setting, INPUT_SETTINGS, "input setting")
+    _check_setting(mask_setting, MASK_SETTINGS, "mask setting")
+    y = measure(cube, mask3d, step)
+    net_input = measurement_to_input(y, mask3d, input_setting, step)
+    masks = mask_input(mask3d, mask_setting, step)
+    batch = cube.shape[0]
+    if isinstance(masks, tuple):
+        return net_input, tuple(_expand_batch(m, batch) for m in masks)
+    return net_input, _expand_batch(masks, batch)
