@@ -108,19 +108,31 @@ class LatentDiffusion(nn.Module):
     def steps(self) -> int:
         return self.schedule.steps
 
-    def forward(self, cond: Tensor, z0: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor:
+    def forward(
+        self,
+        cond: Tensor,
+        z0: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
         """Run the full deterministic reverse chain and return the estimate of z0, [B, dim].
 
         Training (``z0`` given, the teacher's vector): start from ``q_sample(z0, T-1, noise)``.
         Inference (``z0`` None): start from N(0, I). Either way, for t = T-1 .. 1 the state becomes
         ``posterior_mean(denoiser(z, t, cond), z, t)``, and the returned tensor is the denoiser's
         prediction at t = 0 (the posterior mean at t = 0 is exactly that prediction). Every step
-        keeps its graph. Noise is drawn with ``generator`` on ``cond``'s device and dtype.
+        keeps its graph. Noise is drawn with ``generator`` on ``cond``'s device and dtype, unless ``noise``
+        ([B, dim] or [dim], broadcast over the batch) is given.
         """
         if cond.dim() != 2 or cond.shape[1] != self.cond_dim:
             raise ValueError(f"cond must have shape [B, {self.cond_dim}], got {list(cond.shape)}")
         batch = cond.shape[0]
-        noise = torch.randn(batch, self.dim, generator=generator, device=cond.device, dtype=cond.dtype)
+        if noise is None:
+            noise = torch.randn(batch, self.dim, generator=generator, device=cond.device, dtype=cond.dtype)
+        elif noise.shape[-1] != self.dim:
+            raise ValueError(f"noise must have {self.dim} entries per sample, got shape {list(noise.shape)}")
+        noise = noise.to(cond).expand(batch, self.dim)
         last = torch.full((batch,), self.steps - 1, device=cond.device, dtype=torch.long)
         if z0 is None:
             z = noise

@@ -1,6 +1,9 @@
-"""Backbone adapters: one module per network family (the network, toolbox-compatible, and its preset)."""
+"""Backbone adapters: one module per network family (the network, toolbox-compatible) and their presets."""
 from .bisrnet import BiSRNet, bisrnet
 from .checkpoint import load_toolbox_checkpoint
 from .mst import MST, mst_l, mst_m, mst_s
+from .presets import PRESETS, Preset, get_preset
 
-__all__ = ["MST", "mst_s", "mst_m", "mst_l", "BiSRNet", "bisrnet", "load_toolbox_checkpoint"]
+__all__ = [
+    "MST", "mst_s", "mst_m", "mst_l", "BiSRNet", "bisrnet", "load_toolbox_checkpoint", "PRESETS", "Preset", "get_preset",
+]

@@ -1,0 +1,270 @@
+"""Fetching published priors from the Hugging Face Hub, and publishing new ones.
+
+A *prior source* is one of
+
+* a published name, a key of :data:`PUBLISHED_PRIORS` (for example ``"mst_s-sdp"``);
+* a local directory holding a saved prior (``config.json`` + ``model.safetensors``);
+* a Hub repo id ``"owner/name"``, optionally pinned as ``"owner/name@revision"`` where the
+  revision is a branch, a tag or a commit sha.
+
+Downloads go through :func:`huggingface_hub.hf_hub_download`, so they share the standard
+Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``), honour ``HF_ENDPOINT`` and
+``HF_HUB_OFFLINE=1``, and show huggingface_hub's own progress bars.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Optional, Sequence, Tuple, Union
+
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import constants as hf_constants
+
+try:  # huggingface_hub >= 0.24 keeps its exceptions in `errors`
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+except ImportError:  # pragma: no cover - older huggingface_hub
+    from huggingface_hub.utils import (  # type: ignore[no-redef]
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+__all__ = [
+    "PUBLISHED_PRIORS",
+    "DEFAULT_FILES",
+    "PriorDownloadError",
+    "resolve_prior_source",
+    "download_prior",
+    "push_to_hub",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Published priors: short name -> Hub repo id.
+#:
+#: Convention: the short name is ``"<backbone>-sdp"`` (lower case, e.g. ``"mst_s-sdp"``) and the
+#: repo lives in the ``spectral-prior`` organisation under the same name
+#: (``"spectral-prior/mst_s-sdp"``). Nothing is published yet, so the mapping is empty; add an
+#: entry here in the same commit that uploads the repo with :func:`push_to_hub`.
+PUBLISHED_PRIORS: dict[str, str] = {}
+
+#: Files every saved prior directory holds.
+DEFAULT_FILES: Tuple[str, ...] = ("config.json", "model.safetensors")
+
+# One Hub name component: letters, digits, "-", "_", "."; not starting or ending with "-" or ".",
+# and without "--" or ".." (the Hub reserves those). At most 96 characters.
+_NAME = r"(?![^/@]*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_REPO_ID_RE = re.compile(rf"^(?P<repo_id>{_NAME}/{_NAME})(?:@(?P<revision>[^\s@]+))?$")
+
+
+class PriorDownloadError(OSError):
+    """A prior could not be fetched from the Hub.
+
+    The message says what went wrong in this library's terms; the original huggingface_hub
+    exception is kept as ``__cause__``.
+    """
+
+
+def _accepted_forms() -> str:
+    names = ", ".join(sorted(PUBLISHED_PRIORS)) or "none published yet"
+    return (
+        f"a prior source is a published name ({names}), an existing local directory, "
+        "or a Hub repo id 'owner/name' optionally pinned as 'owner/name@revision'"
+    )
+
+
+def _is_local_dir(source: str) -> bool:
+    return os.path.isdir(os.path.expanduser(source))
+
+
+def resolve_prior_source(source: PathLike) -> str:
+    """Normalise a prior source to a local directory or a Hub repo id.
+
+    Returns the repo id for a published name and the input unchanged for an existing local
+    directory or a repo-id-shaped string (``"owner/name"`` or ``"owner/name@revision"``).
+    An existing local directory wins over a name or id spelled the same way.
+
+    Raises:
+        ValueError: ``source`` is none of the accepted forms; the message lists the published
+            names and the accepted forms.
+    """
+    source = os.fspath(source)
+    if not isinstance(source, str):
+        raise TypeError(f"prior source must be a str or a path, not {type(source).__name__}")
+    if source and _is_local_dir(source):
+        return source
+    if source in PUBLISHED_PRIORS:
+        return PUBLISHED_PRIORS[source]
+    if _REPO_ID_RE.match(source):
+        return source
+    if source and "/" not in source and "\\" not in source and "@" not in source:
+        raise ValueError(f"unknown prior name {source!r}: {_accepted_forms()}")
+    raise ValueError(f"{source!r} is not a local directory nor a Hub repo id: {_accepted_forms()}")
+
+
+def _split_repo_revision(repo: str, revision: Optional[str]) -> Tuple[str, Optional[str]]:
+    match = _REPO_ID_RE.match(repo)
+    assert match is not None  # resolve_prior_source only lets repo-id-shaped strings through
+    repo_id, pinned = match.group("repo_id"), match.group("revision")
+    if pinned is not None and revision is not None and pinned != revision:
+        raise ValueError(f"conflicting revisions for {repo_id}: {pinned!r} in the source and revision={revision!r}")
+    return repo_id, pinned if pinned is not None else revision
+
+
+def _as_names(files: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    return (files,) if isinstance(files, str) else tuple(files)
+
+
+def _snapshot_dir(file_path: str, filename: str) -> Path:
+    """The snapshot folder holding ``file_path``, the local copy of repo file ``filename``."""
+    depth = len(PurePosixPath(filename).parts)
+    return Path(file_path).parents[depth - 1]
+
+
+def download_prior(
+    source: PathLike,
+    *,
+    revision: Optional[str] = None,
+    cache_dir: Optional[PathLike] = None,
+    local_files_only: bool = False,
+    token: Union[str, bool, None] = None,
+    filenames: Sequence[str] = DEFAULT_FILES,
+    optional: Sequence[str] = (),
+) -> Path:
+    """Return a local directory holding the files of the prior ``source``.
+
+    A local directory is checked and returned as is. A published name or Hub repo id is fetched
+    with :func:`huggingface_hub.hf_hub_download` (one call per file) into the Hugging Face cache,
+    and the cache's snapshot directory for the resolved commit is returned; a cached copy is used
+    without network access when ``HF_HUB_OFFLINE=1`` or ``local_files_only=True``.
+
+    Args:
+        source: a published name, a local directory, ``"owner/name"`` or ``"owner/name@revision"``.
+        revision: branch, tag or commit sha (Hub sources only); defaults to ``"main"``.
+        cache_dir: Hugging Face cache directory; defaults to huggingface_hub's (``HF_HUB_CACHE``).
+        local_files_only: never contact the Hub, use the cache only.
+        token: Hub token for private repos (``None``: huggingface_hub's stored token if any).
+        filenames: files that must exist.
+        optional: files fetched when present and skipped silently when absent.
+
+    Raises:
+        ValueError: unknown source, or conflicting revisions.
+        FileNotFoundError: a required file is missing from a local directory.
+        PriorDownloadError: the Hub copy could not be obtained (missing repo, revision or file, or
+            not cached while offline); the huggingface_hub error is chained.
+    """
+    required = _as_names(filenames)
+    extra = tuple(name for name in _as_names(optional) if name not in required)
+    if not required:
+        raise ValueError("filenames must name at least one required file")
+
+    resolved = resolve_prior_source(source)
+    if _is_local_dir(resolved):
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} only applies to Hub repos, and {resolved!r} is a local directory")
+        directory = Path(resolved).expanduser().resolve()
+        for name in required:
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"prior directory {directory} has no {name}")
+        return directory
+
+    repo_id, revision = _split_repo_revision(resolved, revision)
+    shown_revision = revision or hf_constants.DEFAULT_REVISION
+    cache_root = Path(cache_dir if cache_dir is not None else hf_constants.HF_HUB_CACHE).expanduser()
+
+    # The first file resolves the revision to a commit; every later file is fetched at that
+    # commit so all of them land in the same snapshot even if the branch moves meanwhile.
+    pinned = revision
+    snapshot: Optional[Path] = None
+    for name in required + extra:
+        try:
+            path = hf_hub_download(
+                repo_id,
+                name,
+                revision=pinned,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                token=token,
+            )
+        except LocalEntryNotFoundError as err:  # subclass of EntryNotFoundError: test it first
+            if name in extra:
+                continue
+            why = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE=1 or no network"
+            raise PriorDownloadError(
+                f"{repo_id} (file {name}, revision {shown_revision}) is not in the cache at {cache_root} "
+                f"and the Hub cannot be reached ({why}): download it once online or pass a local directory"
+            ) from err
+        except EntryNotFoundError as err:
+            if name in extra:
+                continue
+            raise PriorDownloadError(f"repo {repo_id} has no file {name} at revision {shown_revision}") from err
+        except RevisionNotFoundError as err:
+            raise PriorDownloadError(
+                f"repo {repo_id} has no revision {shown_revision} (use a branch, a tag or a commit sha)"
+            ) from err
+        except GatedRepoError as err:  # subclass of RepositoryNotFoundError: test it first
+            raise PriorDownloadError(
+                f"Hub repo {repo_id} is gated: accept its conditions on the Hub and pass token="
+            ) from err
+        except RepositoryNotFoundError as err:
+            raise PriorDownloadError(
+                f"no Hub repo {repo_id} (check the id, or pass token= for a private repo)"
+            ) from err
+        except HfHubHTTPError as err:
+            raise PriorDownloadError(f"could not download {name} from Hub repo {repo_id}: {err}") from err
+        if snapshot is None:
+            snapshot = _snapshot_dir(path, name)
+            pinned = snapshot.name
+    assert snapshot is not None  # the first required file either succeeded or raised
+    return snapshot
+
+
+def push_to_hub(
+    directory: PathLike,
+    repo_id: str,
+    *,
+    token: Union[str, bool, None] = None,
+    private: bool = False,
+    commit_message: str = "Upload spectral prior",
+    filenames: Sequence[str] = DEFAULT_FILES,
+) -> str:
+    """Upload a saved prior directory to the Hub model repo ``repo_id``; return the commit URL.
+
+    The repo is created if needed (``exist_ok=True``) with the given visibility, then the whole
+    directory is uploaded in one commit with :meth:`huggingface_hub.HfApi.upload_folder`.
+
+    Raises:
+        ValueError: ``repo_id`` is not of the form ``"owner/name"``.
+        FileNotFoundError: ``directory`` is missing or lacks one of ``filenames``.
+    """
+    match = _REPO_ID_RE.match(repo_id)
+    if match is None or match.group("revision") is not None:
+        raise ValueError(f"repo_id must look like 'owner/name', got {repo_id!r}")
+    folder = Path(directory).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no prior directory at {folder}")
+    for name in _as_names(filenames):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"prior directory {folder} has no {name}; save the prior before pushing it")
+
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    target = getattr(repo_url, "repo_id", None) or repo_id
+    info = api.upload_folder(
+        repo_id=target,
+        folder_path=str(folder),
+        commit_message=commit_message,
+        repo_type="model",
+    )
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,472 @@
+"""``inject_prior`` / ``remove_prior``: SPIM modulation of chosen blocks of any backbone, through forward hooks.
+
+How a forward pass of an injected model flows:
+
+1. A forward pre-hook on the root (``with_kwargs=True``) maps the forward arguments to the prior's input with the
+   ``condition`` and computes the prior once: ``z = prior(condition(args, kwargs))``.
+2. A forward hook on each target block returns ``spim(output, z)``.
+3. A root forward hook registered with ``always_call=True`` forgets ``z``, so an exception never leaves it behind.
+
+The hooks are plain functions that find the injector through the module they run on, and ``z`` lives in
+thread-local storage, so DataParallel replicas (which share their hooks and run in threads) and models used from
+several threads never see each other's prior. In training mode each target also remembers the prior it used for its
+input tensor, so that ``torch.utils.checkpoint`` finds it again when it re-runs the block during backward.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import threading
+import uuid
+import weakref
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from .adapters.presets import PRESETS, Condition, Preset, first_argument
+from .io import load_state_dict_strict, load_tensors, save_json, save_tensors
+from .prior import CONFIG_FILE, WEIGHTS_FILE, LinearPrior, build_prior, library_stamp, prior_spec, read_config
+from .spim import SPIM, default_channel_axis
+
+INJECTOR_NAME = "spectral_prior"
+BACKBONE_FILE = "backbone.safetensors"
+Layers = Union[str, Sequence[str]]
+
+_thread_state = threading.local()
+
+
+def _active_priors() -> dict[str, tuple["SpectralPriorInjector", Tensor | None]]:
+    """injector key -> (injector, z) for the root forwards running in this thread."""
+    if not hasattr(_thread_state, "priors"):
+        _thread_state.priors = {}
+    return _thread_state.priors
+
+
+# -- hooks -------------------------------------------------------------------------------------------------------
+
+
+def _compute_prior_hook(root: nn.Module, args: tuple, kwargs: dict) -> None:
+    injector: SpectralPriorInjector = getattr(root, INJECTOR_NAME)
+    z = injector.compute_prior(injector.condition(args, kwargs)) if injector.enabled else None
+    _active_priors()[injector.key] = (injector, z)
+
+
+def _forget_prior_hook(root: nn.Module, args: tuple, output: Any) -> None:
+    _active_priors().pop(getattr(root, INJECTOR_NAME).key, None)
+
+
+def _tensor_key(x: Tensor) -> tuple:
+    """Identifies a tensor's data, and survives the ``detach()`` that re-entrant checkpointing applies."""
+    return (x.device, x.data_ptr(), tuple(x.shape), x.stride())
+
+
+class _ModulateOutput:
+    """Forward hook of one target block: its output modulated by the SPIM of that block."""
+
+    def __init__(self, key: str, name: str) -> None:
+        self.key = key
+        self.name = name
+        self._remembered: dict[tuple, tuple[SpectralPriorInjector, Tensor]] = {}
+
+    def __call__(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        active = _active_priors().get(self.key)
+        if active is None:  # outside a root forward: a checkpoint re-running this block during backward?
+            active = self._recall(args)
+        elif module.training and active[1] is not None:
+            self._remember(args, active)
+        if active is None or active[1] is None:
+            return None
+        injector, z = active
+        if not isinstance(output, Tensor):
+            raise TypeError(
+                f"target {self.name!r} returned {type(output).__name__}; SPIM modulates a tensor [B, C, ...]. "
+                "Choose blocks that return one tensor."
+            )
+        return injector.spims[_spim_key(self.name)](output, z, channel_axis=injector.channel_axes[self.name])
+
+    @staticmethod
+    def _first_tensor(args: tuple) -> Tensor | None:
+        return next((a for a in args if isinstance(a, Tensor)), None)
+
+    def _remember(self, args: tuple, active: tuple) -> None:
+        x = self._first_tensor(args)
+        if x is None:
+            return
+        key = _tensor_key(x)
+        self._remembered[key] = active
+        weakref.finalize(x, self._remembered.pop, key, None)
+
+    def _recall(self, args: tuple) -> tuple | None:
+        x = self._first_tensor(args)
+        return None if x is None else self._remembered.get(_tensor_key(x))
+
+
+# -- the injector module -----------------------------------------------------------------------------------------
+
+
+def _spim_key(name: str) -> str:
+    return name.replace(".", "_")
+
+
+class SpectralPriorInjector(nn.Module):
+    """The child ``model.spectral_prior`` added by :func:`inject_prior`: the prior network and one SPIM per target.
+
+    Not built directly: use :func:`inject_prior`.
+    """
+
+    def __init__(
+        self,
+        *,
+        prior: nn.Module,
+        prior_dim: int,
+        targets: Mapping[str, tuple[int, int]],
+        condition: Condition,
+        layers: Layers,
+        preset: str | None,
+    ) -> None:
+        super().__init__()
+        self.prior = prior
+        self.spims = nn.ModuleDict({_spim_key(name): SPIM(prior_dim, channels) for name, (channels, _) in targets.items()})
+        self.prior_dim = prior_dim
+        self.targets = list(targets)
+        self.channels = {name: channels for name, (channels, _) in targets.items()}
+        self.channel_axes = {name: axis for name, (_, axis) in targets.items()}
+        self.condition = condition
+        self.layers = layers if isinstance(layers, str) else list(layers)
+        self.preset = preset
+        self.key = uuid.uuid4().hex
+        self.enabled = True
+        self._teacher_gt: Tensor | None = None
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def compute_prior(self, condition: Tensor) -> Tensor:
+        """The prior vector for one forward: the teacher's inside :meth:`teacher`, else the prior's own."""
+        if self._teacher_gt is None:
+            return self.prior(condition)
+        if not hasattr(self.prior, "teacher"):
+            raise TypeError(f"{type(self.prior).__name__} has no teacher(h, gt) path for stage-1 training")
+        return self.prior.teacher(condition, self._teacher_gt)
+
+    @contextmanager
+    def disable(self) -> Iterator[None]:
+        """Inside, the model runs bare: no prior is computed and no block is modulated."""
+        previous, self.enabled = self.enabled, False
+        try:
+            yield
+        finally:
+            self.enabled = previous
+
+    @contextmanager
+    def teacher(self, gt: Tensor) -> Iterator[None]:
+        """Inside, the prior comes from the teacher, which also sees the ground truth ``gt`` (stage-1 training).
+
+        ``gt`` must be the batch of the forwards run inside (with DataParallel it is not scattered: use DDP).
+        """
+        previous, self._teacher_gt = self._teacher_gt, gt
+        try:
+            yield
+        finally:
+            self._teacher_gt = previous
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the injection added (prior and SPIMs) that require gradients."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def print_trainable_parameters(self, model: nn.Module | None = None) -> None:
+        """Print, as peft does, the trainable and total parameter counts of ``model`` (default: this injector)."""
+        params = list((model or self).parameters())
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        total = sum(p.numel() for p in params)
+        print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "kind": "injector",
+            **library_stamp(),
+            "preset": self.preset,
+            "layers": self.layers,
+            "targets": self.targets,
+            "channels": self.channels,
+            "channel_axes": self.channel_axes,
+            "prior_dim": self.prior_dim,
+            "prior": prior_spec(self.prior),
+        }
+
+    def save_pretrained(self, directory: str | Path, *, backbone: nn.Module | None = None) -> Path:
+        """Save the injector (prior + SPIM weights and a JSON config); with ``backbone=model`` also its backbone.
+
+        Files: ``config.json``, ``model.safetensors`` and optionally ``backbone.safetensors``, each written
+        atomically. :func:`inject_prior` with ``prior=directory`` (or a Hub repo holding these files) loads them.
+        """
+        directory = Path(directory)
+        save_tensors(self.state_dict(), directory / WEIGHTS_FILE, metadata={"format": "pt"})
+        config = self.to_config()
+        if backbone is not None:
+            bare = {k: v for k, v in backbone.state_dict().items() if not k.startswith(INJECTOR_NAME + ".")}
+            save_tensors(bare, directory / BACKBONE_FILE, metadata={"format": "pt"})
+            config["backbone"] = {"class": type(backbone).__name__, "file": BACKBONE_FILE}
+        save_json(config, directory / CONFIG_FILE)
+        return directory
+
+    def load_pretrained(self, directory: str | Path) -> None:
+        """Load prior + SPIM weights saved by :meth:`save_pretrained` into this injector (strict)."""
+        directory = Path(directory)
+        config = read_config(directory / CONFIG_FILE, kind="injector")
+        if config["targets"] != self.targets or config["channels"] != self.channels:
+            raise ValueError(
+                f"{directory} was saved for targets {config['targets']} with channels {config['channels']}; this "
+                f"model's injection has {self.targets} with {self.channels}"
+            )
+        load_state_dict_strict(self, load_tensors(directory / WEIGHTS_FILE), source=str(directory / WEIGHTS_FILE))
+
+    def extra_repr(self) -> str:
+        return f"preset={self.preset!r}, targets={len(self.targets)}, prior_dim={self.prior_dim}"
+
+
+# -- target selection and channel probing ------------------------------------------------------------------------
+
+
+def match_targets(model: nn.Module, layers: Layers) -> list[str]:
+    """Names of the modules ``layers`` selects: a regex (``re.fullmatch``) or names/dotted suffixes (as peft)."""
+    names = [name for name, _ in model.named_modules() if name and not name.startswith(INJECTOR_NAME)]
+    if isinstance(layers, str):
+        pattern = re.compile(layers)
+        matched = [name for name in names if pattern.fullmatch(name)]
+        wanted = [layers]
+    else:
+        wanted = list(layers)
+        if not wanted or not all(isinstance(entry, str) for entry in wanted):
+            raise TypeError(f"layers must be a preset name, a regex string or a list of module names, got {layers!r}")
+        matched = [name for name in names if any(name == w or name.endswith("." + w) for w in wanted)]
+    if not matched:
+        close = sorted({c for w in wanted for c in difflib.get_close_matches(w, names, n=5, cutoff=0.4)})
+        hint = f"close module names: {close}" if close else f"some module names: {names[:8]}"
+        raise ValueError(f"layers={layers!r} matches no module of {type(model).__name__}; {hint}")
+    nested = [(outer, inner) for outer in matched for inner in matched if inner.startswith(outer + ".")]
+    if nested:
+        outer, inner = nested[0]
+        raise ValueError(
+            f"target {inner!r} lies inside target {outer!r}: its output would be modulated twice; "
+            "choose blocks that do not contain one another"
+        )
+    return matched
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+@torch.no_grad()
+def _probe_targets(model: nn.Module, targets: Sequence[str], example: tuple[tuple, dict]) -> dict[str, Any]:
+    """Run ``model`` once in eval mode on ``example`` and return each target's output."""
+    outputs: dict[str, Any] = {}
+    modules = dict(model.named_modules())
+    handles = [
+        modules[name].register_forward_hook(lambda _m, _a, out, name=name: outputs.setdefault(name, out))
+        for name in targets
+    ]
+    try:
+        with _eval_mode(model):
+            model(*example[0], **example[1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
+@torch.no_grad()
+def _probe_prior(prior: nn.Module, condition: Condition, example: tuple[tuple, dict], prior_dim: int) -> None:
+    """Run the prior once on the example's condition: materialises lazy layers and checks the output width."""
+    with _eval_mode(prior):
+        z = prior(condition(*example))
+    if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[-1] != prior_dim:
+        shape = list(z.shape) if isinstance(z, Tensor) else type(z).__name__
+        raise ValueError(f"the prior returned {shape}, expected a tensor [B, {prior_dim}]")
+
+
+def _resolve_channels(
+    targets: Sequence[str],
+    channels: int | Mapping[str, int] | None,
+    channel_axis: int | None,
+    probed: Mapping[str, Any] | None,
+) -> dict[str, tuple[int, int]]:
+    resolved = {}
+    for name in targets:
+        given = channels if isinstance(channels, int) or channels is None else channels.get(name)
+        if probed is None:
+            if given is None:
+                raise ValueError(f"no channel count for target {name!r}: pass channels= or example_inputs=")
+            resolved[name] = (given, 1 if channel_axis is None else channel_axis)
+            continue
+        output = probed.get(name)
+        if not isinstance(output, Tensor) or output.dim() < 2:
+            kind = f"a tensor of shape {list(output.shape)}" if isinstance(output, Tensor) else type(output).__name__
+            raise TypeError(
+                f"target {name!r} returns {kind}; SPIM modulates a tensor [B, C, ...] output. "
+                "Choose blocks that return one tensor."
+            )
+        axis = default_channel_axis(output.dim()) if channel_axis is None else channel_axis
+        found = output.shape[axis]
+        if given is not None and given != found:
+            raise ValueError(f"channels[{name!r}] = {given}, but the block outputs {found} channels on axis {axis}")
+        resolved[name] = (found, axis)
+    return resolved
+
+
+# -- public API --------------------------------------------------------------------------------------------------
+
+
+def _normalise_example(example: Any) -> tuple[tuple, dict] | None:
+    if example is None:
+        return None
+    if isinstance(example, Tensor):
+        return (example,), {}
+    if isinstance(example, tuple) and len(example) == 2 and isinstance(example[1], dict):
+        return tuple(example[0]), example[1]
+    return tuple(example), {}
+
+
+def _load_injected_checkpoint(source: str, **hub_kwargs: Any) -> tuple[Path, dict[str, Any]]:
+    from .hub import download_prior
+
+    directory = download_prior(source, optional=(BACKBONE_FILE,), **hub_kwargs)
+    return directory, read_config(directory / CONFIG_FILE)
+
+
+def inject_prior(
+    model: nn.Module,
+    layers: Layers,
+    prior: nn.Module | str | Path | None = None,
+    *,
+    condition: Condition | None = None,
+    channels: int | Mapping[str, int] | None = None,
+    prior_dim: int | None = None,
+    channel_axis: int | None = None,
+    example_inputs: Any = None,
+    replace: bool = False,
+    **hub_kwargs: Any,
+) -> nn.Module:
+    """Wrap the ``layers`` of ``model`` with SPIM modulation driven by ``prior``; returns ``model``, changed in place.
+
+    Args:
+        model: any ``nn.Module``.
+        layers: a preset name (``"mst"``, ``"bisrnet"``), a regex matched with ``re.fullmatch`` against dotted module
+            names, or a list of module names or dotted suffixes (as peft's ``target_modules``).
+        prior: a prior module; a directory, Hub repo id or published name of a saved prior or injected checkpoint
+            (prior + SPIMs, and the backbone weights when saved with them); or None for a :class:`LinearPrior`
+            stand-in of ``prior_dim``.
+        condition: ``condition(args, kwargs) -> Tensor``, the prior's input from the forward arguments; presets
+            supply it, and by default it is the first positional argument.
+        channels: channel count of every target (an int) or per target name; inferred by a probe forward otherwise.
+        prior_dim: length of the prior vector; read from the prior when it has ``prior_dim``.
+        channel_axis: where the channels are in the targets' outputs; by default the last axis of 3-D outputs
+            (tokens [B, N, C]) and axis 1 otherwise ([B, C, ...]).
+        example_inputs: inputs for the probe forward (a tensor, a tuple of args, or ``(args, kwargs)``); presets
+            supply small ones.
+        replace: remove an existing injection first instead of raising.
+        hub_kwargs: ``revision``, ``cache_dir``, ``local_files_only``, ``token`` for loading ``prior`` by name.
+    """
+    if hasattr(model, INJECTOR_NAME):
+        if not replace:
+            raise ValueError("this model already has a prior injected; call remove_prior(model) or pass replace=True")
+        remove_prior(model)
+
+    preset: Preset | None = PRESETS.get(layers) if isinstance(layers, str) else None
+    pattern = preset.layers if preset else layers
+    condition = condition or (preset.condition if preset else first_argument("x"))
+    targets = match_targets(model, pattern)
+
+    checkpoint_dir, saved = None, None
+    if isinstance(prior, (str, Path)):
+        checkpoint_dir, saved = _load_injected_checkpoint(str(prior), **hub_kwargs)
+        prior = build_prior(saved["prior"] if saved.get("kind") == "injector" else saved)
+    if prior is None:
+        if prior_dim is None:
+            raise ValueError("pass a prior, or prior_dim= for the LinearPrior stand-in")
+        prior = LinearPrior(prior_dim)
+    prior_dim = _resolve_prior_dim(prior, prior_dim)
+
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    example = _normalise_example(example_inputs) or (preset.example_inputs(device, dtype) if preset else None)
+    needs_probe = channels is None or (isinstance(channels, Mapping) and not set(targets) <= set(channels))
+    needs_probe = needs_probe or isinstance(prior, LinearPrior)  # its input width comes from the probe
+    probed = None
+    if needs_probe:
+        if example is None:
+            raise ValueError(
+                "cannot infer the targets' channels: pass example_inputs= (inputs for one probe forward) or channels="
+            )
+        probed = _probe_targets(model, targets, example)
+    prior.to(device=device, dtype=dtype)
+    if example is not None:
+        _probe_prior(prior, condition, example, prior_dim)
+
+    injector = SpectralPriorInjector(
+        prior=prior,
+        prior_dim=prior_dim,
+        targets=_resolve_channels(targets, channels, channel_axis, probed),
+        condition=condition,
+        layers=layers,
+        preset=preset.name if preset else None,
+    ).to(device=device, dtype=dtype)
+    if saved is not None and saved.get("kind") == "injector":
+        injector.load_pretrained(checkpoint_dir)
+    if saved is not None and saved.get("kind") == "prior":
+        load_state_dict_strict(prior, load_tensors(checkpoint_dir / WEIGHTS_FILE), source=str(checkpoint_dir))
+    if saved is not None and saved.get("backbone"):
+        load_state_dict_strict(model, load_tensors(checkpoint_dir / BACKBONE_FILE), source=str(checkpoint_dir))
+
+    _attach(model, injector)
+    return model
+
+
+def _resolve_prior_dim(prior: nn.Module, prior_dim: int | None) -> int:
+    own = getattr(prior, "prior_dim", None)
+    if prior_dim is not None and own is not None and own != prior_dim:
+        raise ValueError(f"prior_dim={prior_dim} but the prior produces vectors of length {own}")
+    resolved = prior_dim if prior_dim is not None else own
+    if resolved is None:
+        raise ValueError(f"cannot tell the length of {type(prior).__name__}'s vectors: pass prior_dim=")
+    return resolved
+
+
+def _attach(model: nn.Module, injector: SpectralPriorInjector) -> None:
+    model.add_module(INJECTOR_NAME, injector)
+    handles = [
+        model.register_forward_pre_hook(_compute_prior_hook, with_kwargs=True),
+        model.register_forward_hook(_forget_prior_hook, always_call=True),
+    ]
+    modules = dict(model.named_modules())
+    handles += [modules[name].register_forward_hook(_ModulateOutput(injector.key, name)) for name in injector.targets]
+    injector._handles = handles
+
+
+def remove_prior(model: nn.Module) -> nn.Module:
+    """Remove every hook and the ``spectral_prior`` child: the model is the bare backbone again. Returns ``model``."""
+    injector = getattr(model, INJECTOR_NAME, None)
+    if not isinstance(injector, SpectralPriorInjector):
+        raise ValueError(f"{type(model).__name__} has no injected prior to remove")
+    for handle in injector._handles:
+        handle.remove()
+    injector._handles = []
+    delattr(model, INJECTOR_NAME)
+    return model
+
+
+def get_injector(model: nn.Module) -> SpectralPriorInjector:
+    """The injector of an injected model (``model.spectral_prior``); a clear error if there is none."""
+    injector = getattr(model, INJECTOR_NAME, None)
+    if not isinstance(injector, SpectralPriorInjector):
+        raise ValueError(f"{type(model).__name__} has no injected prior: call inject_prior(model, layers=...) first")
+    return injector

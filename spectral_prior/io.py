@@ -1,0 +1,100 @@
+"""File helpers: atomic writes, safetensors and JSON with clear errors, strict state-dict checks."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step, on failure it vanishes.
+
+    Readers therefore see either the old file or the complete new one, never a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_tensors(tensors: Mapping[str, Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` as safetensors, atomically (contiguous CPU copies; shared storage is fine)."""
+    plain = {key: value.detach().to("cpu").contiguous().clone() for key, value in tensors.items()}
+    with atomic_path(path) as temporary:
+        save_file(plain, str(temporary), metadata=metadata)
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read a safetensors file; a missing, truncated or corrupted file raises an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupted?): {err}") from err
+
+
+def save_json(payload: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write ``payload`` as indented JSON, atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def load_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON object; a missing or malformed file raises an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], *, source: str = "checkpoint") -> None:
+    """Raise a ValueError naming the first missing, unexpected or mis-shaped key between ``model`` and ``state_dict``."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    mis_shaped = [key for key in expected if key in state_dict and state_dict[key].shape != expected[key].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys, first {missing[0]!r}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys, first {unexpected[0]!r}")
+    if mis_shaped:
+        key = mis_shaped[0]
+        problems.append(
+            f"{len(mis_shaped)} keys of another shape, first {key!r}: "
+            f"expected {list(expected[key].shape)}, got {list(state_dict[key].shape)}"
+        )
+    if problems:
+        raise ValueError(
+            f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}. "
+            "Is it a checkpoint of another architecture or configuration?"
+        )
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor], *, source: str) -> None:
+    """``model.load_state_dict(state_dict, strict=True)`` after :func:`check_state_dict` gave a readable error."""
+    check_state_dict(model, state_dict, source=source)
+    model.load_state_dict(state_dict, strict=True)

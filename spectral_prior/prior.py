@@ -1,0 +1,227 @@
+"""Prior networks: the Spectral Diffusion Prior (HFE + latent diffusion) and a linear stand-in.
+
+A prior maps the backbone's input (for MST/BiSRNet the 'H' input [B, 28, H, W]) to a vector z [B, prior_dim].
+Priors used for stage-1 training also offer ``teacher(h, gt)``, which sees the ground truth.
+Each prior class can describe itself as a JSON-able dict (``to_config``) and be rebuilt from it (``from_config``), so
+a saved injector can rebuild its prior; :func:`prior_spec` and :func:`build_prior` do that by class name.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from einops import reduce
+from huggingface_hub import PyTorchModelHubMixin
+from torch import Tensor, nn
+
+from . import __version__
+from .diffusion import LatentDiffusion
+from .hfe import HFE
+from .io import load_json, load_state_dict_strict, load_tensors, save_json, save_tensors
+
+FORMAT_VERSION = 1
+"""Version of the saved-files layout; files of a newer version are refused with an upgrade hint."""
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class LinearPrior(nn.Module):
+    """A stand-in prior: the input averaged over its spatial axes, then one Linear layer to ``prior_dim``.
+
+    ``in_channels=None`` infers the channel count at the first forward (the injection's probe does that).
+    """
+
+    def __init__(self, prior_dim: int, in_channels: int | None = None) -> None:
+        super().__init__()
+        self.prior_dim = prior_dim
+        self.proj = nn.Linear(in_channels, prior_dim) if in_channels else nn.LazyLinear(prior_dim)
+
+    def forward(self, condition: Tensor) -> Tensor:
+        pooled = reduce(condition, "b c ... -> b c", "mean") if condition.dim() > 2 else condition
+        return self.proj(pooled)
+
+    def to_config(self) -> dict[str, Any]:
+        if isinstance(self.proj, nn.LazyLinear) and self.proj.has_uninitialized_params():
+            raise RuntimeError("LinearPrior's input width is not known yet: run one forward before saving it")
+        return {"prior_dim": self.prior_dim, "in_channels": self.proj.in_features}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "LinearPrior":
+        return cls(**config)
+
+
+@dataclass
+class PriorConfig:
+    """Sizes of a :class:`SpectralDiffusionPrior`.
+
+    Attributes:
+        bands: spectral bands of the input.
+        prior_dim: D, the length of the prior vector.
+        hfe_dim: feature width of the HSI Feature Extractors.
+        hfe_depth: residual blocks in each extractor.
+        steps: T, diffusion steps (all run at inference; DiffIR uses 4).
+        denoiser_hidden: width of the MLP denoiser.
+        denoiser_depth: hidden layers of the MLP denoiser.
+        seed: seed of the fixed N(0, I) draw the reverse process starts from in eval mode, which makes an injected
+            model a deterministic function of its input (training mode draws fresh noise).
+    """
+
+    bands: int = 28
+    prior_dim: int = 256
+    hfe_dim: int = 64
+    hfe_depth: int = 2
+    steps: int = 4
+    denoiser_hidden: int = 256
+    denoiser_depth: int = 3
+    seed: int = 0
+
+
+class SpectralDiffusionPrior(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="spectral-prior",
+    tags=["hyperspectral", "cassi", "spectral-compressive-imaging", "diffusion-prior"],
+    paper_url="https://arxiv.org/abs/2507.13769",
+    license="mit",
+):
+    """HFE + latent diffusion: the measurement's feature conditions a few-step diffusion that produces z [B, D].
+
+    ``forward(h)`` is the student path (inference and stage 2); ``teacher(h, gt)`` is the stage-1 teacher, which
+    also sees the ground truth and whose output the student learns to reproduce.
+    """
+
+    def __init__(self, config: PriorConfig | None = None) -> None:
+        super().__init__()
+        config = config or PriorConfig()
+        self.config = config
+        self.prior_dim = config.prior_dim
+        hfe = dict(bands=config.bands, dim=config.hfe_dim, out_dim=config.prior_dim, depth=config.hfe_depth)
+        self.student = HFE(**hfe)
+        self.teacher_hfe = HFE(**hfe, teacher=True)
+        self.diffusion = LatentDiffusion(
+            dim=config.prior_dim,
+            cond_dim=config.prior_dim,
+            steps=config.steps,
+            hidden=config.denoiser_hidden,
+            depth=config.denoiser_depth,
+        )
+        eval_noise = torch.randn(config.prior_dim, generator=torch.Generator().manual_seed(config.seed))
+        self.register_buffer("eval_noise", eval_noise, persistent=False)
+
+    def forward(
+        self, h: Tensor, *, z_teacher: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The student prior [B, D] from ``h``.
+
+        With ``z_teacher`` (stage-2 training) the reverse process starts from ``q(z_T | z_teacher)``; otherwise from
+        noise: the fixed eval draw in eval mode, fresh noise (from ``generator`` if given) in training mode.
+        """
+        condition = self.student(h)
+        use_fixed_noise = z_teacher is None and generator is None and not self.training
+        noise = self.eval_noise if use_fixed_noise else None
+        return self.diffusion(condition, z_teacher, generator=generator, noise=noise)
+
+    def teacher(self, h: Tensor, gt: Tensor) -> Tensor:
+        """The stage-1 teacher prior [B, D] from ``h`` and the ground-truth cube ``gt``."""
+        return self.teacher_hfe(h, gt)
+
+    def to_config(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "SpectralDiffusionPrior":
+        known = {field.name for field in fields(PriorConfig)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown PriorConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(PriorConfig(**config))
+
+    # -- Hub: save_pretrained / from_pretrained / push_to_hub (the latter from PyTorchModelHubMixin) --------------
+
+    def save_pretrained(self, save_directory: str | Path, *, model_card_kwargs: dict | None = None, **_: Any) -> None:
+        """Write ``config.json``, ``model.safetensors`` (atomically) and a model card ``README.md``."""
+        directory = Path(save_directory)
+        save_tensors(self.state_dict(), directory / WEIGHTS_FILE, metadata={"format": "pt"})
+        save_json(
+            {"kind": "prior", "class": type(self).__name__, "config": self.to_config(), **library_stamp()},
+            directory / CONFIG_FILE,
+        )
+        card_path = directory / "README.md"
+        if not card_path.exists():
+            self.generate_model_card(**(model_card_kwargs or {})).save(card_path)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **_: Any,
+    ) -> "SpectralDiffusionPrior":
+        """Load a prior saved by :meth:`save_pretrained` from a directory, a Hub repo id or a published name.
+
+        Loading is strict: a missing or unexpected weight is an error, not a warning. Returns the prior in eval mode.
+        """
+        from .hub import download_prior
+
+        directory = download_prior(
+            str(source), revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
+        )
+        config = read_config(directory / CONFIG_FILE, kind="prior")
+        if config["class"] != cls.__name__:
+            raise ValueError(f"{source} holds a {config['class']}, not a {cls.__name__}")
+        prior = cls.from_config(config["config"])
+        load_state_dict_strict(prior, load_tensors(directory / WEIGHTS_FILE), source=str(directory / WEIGHTS_FILE))
+        return prior.eval()
+
+
+PRIOR_CLASSES: dict[str, type[nn.Module]] = {
+    "SpectralDiffusionPrior": SpectralDiffusionPrior,
+    "LinearPrior": LinearPrior,
+}
+"""Prior classes that saved configs can name; add yours with ``PRIOR_CLASSES[cls.__name__] = cls``."""
+
+
+def prior_spec(prior: nn.Module) -> dict[str, Any]:
+    """``{"class": name, "config": {...}}`` for a registered prior class."""
+    name = type(prior).__name__
+    if PRIOR_CLASSES.get(name) is not type(prior):
+        raise TypeError(
+            f"cannot save a prior of class {name}: register it with spectral_prior.prior.PRIOR_CLASSES[{name!r}] = "
+            "its class (which needs to_config() and from_config())"
+        )
+    return {"class": name, "config": prior.to_config()}
+
+
+def build_prior(spec: Mapping[str, Any]) -> nn.Module:
+    """Rebuild a prior from :func:`prior_spec`'s description."""
+    name = spec.get("class")
+    if name not in PRIOR_CLASSES:
+        raise ValueError(f"unknown prior class {name!r}; known: {sorted(PRIOR_CLASSES)}")
+    return PRIOR_CLASSES[name].from_config(spec.get("config", {}))
+
+
+def library_stamp() -> dict[str, Any]:
+    """What every saved config records about the library that wrote it."""
+    return {"library": "spectral-prior", "library_version": __version__, "format_version": FORMAT_VERSION}
+
+
+def read_config(path: Path, *, kind: str | None = None) -> dict[str, Any]:
+    """Read a saved config, refusing files of a newer format or of another kind with a clear message."""
+    config = load_json(path)
+    version = config.get("format_version")
+    if not isinstance(version, int):
+        raise ValueError(f"{path} is not a spectral-prior config (no format_version)")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by spectral-prior {config.get('library_version', '?')} in format {version}; this "
+            f"version ({__version__}) reads format {FORMAT_VERSION} at most: upgrade with pip install -U spectral-prior"
+        )
+    if kind is not None and config.get("kind") != kind:
+        raise ValueError(f"{path} holds a {config.get('kind')!r} checkpoint, expected a {kind!r} one")
+    return config
