@@ -10,7 +10,9 @@ How a forward pass of an injected model flows:
 The hooks are plain functions that find the injector through the module they run on, and ``z`` lives in
 thread-local storage, so DataParallel replicas (which share their hooks and run in threads) and models used from
 several threads never see each other's prior. In training mode each target also remembers the prior it used for its
-input tensor, so that ``torch.utils.checkpoint`` finds it again when it re-runs the block during backward.
+input tensor, so that ``torch.utils.checkpoint`` (``use_reentrant=False``, PyTorch's recommended variant) finds
+it again when it re-runs the block during backward. The legacy re-entrant variant cannot send gradients to a prior
+computed outside the checkpointed call, so it is not supported.
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ def _forget_prior_hook(root: nn.Module, args: tuple, output: Any) -> None:
 
 
 def _tensor_key(x: Tensor) -> tuple:
-    """Identifies a tensor's data, and survives the ``detach()`` that re-entrant checkpointing applies."""
+    """Identifies a block's input tensor between its forward and its recomputation."""
     return (x.device, x.data_ptr(), tuple(x.shape), x.stride())
 
 
@@ -293,19 +295,23 @@ def _probe_prior(prior: nn.Module, condition: Condition, example: tuple[tuple, d
         raise ValueError(f"the prior returned {shape}, expected a tensor [B, {prior_dim}]")
 
 
+def _per_target(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, Mapping) else value
+
+
 def _resolve_channels(
     targets: Sequence[str],
     channels: int | Mapping[str, int] | None,
-    channel_axis: int | None,
+    channel_axis: int | Mapping[str, int] | None,
     probed: Mapping[str, Any] | None,
 ) -> dict[str, tuple[int, int]]:
     resolved = {}
     for name in targets:
-        given = channels if isinstance(channels, int) or channels is None else channels.get(name)
+        given, axis = _per_target(channels, name), _per_target(channel_axis, name)
         if probed is None:
             if given is None:
                 raise ValueError(f"no channel count for target {name!r}: pass channels= or example_inputs=")
-            resolved[name] = (given, 1 if channel_axis is None else channel_axis)
+            resolved[name] = (given, 1 if axis is None else axis)
             continue
         output = probed.get(name)
         if not isinstance(output, Tensor) or output.dim() < 2:
@@ -314,7 +320,7 @@ def _resolve_channels(
                 f"target {name!r} returns {kind}; SPIM modulates a tensor [B, C, ...] output. "
                 "Choose blocks that return one tensor."
             )
-        axis = default_channel_axis(output.dim()) if channel_axis is None else channel_axis
+        axis = default_channel_axis(output.dim()) if axis is None else axis
         found = output.shape[axis]
         if given is not None and given != found:
             raise ValueError(f"channels[{name!r}] = {given}, but the block outputs {found} channels on axis {axis}")
@@ -388,6 +394,11 @@ def inject_prior(
     checkpoint_dir, saved = None, None
     if isinstance(prior, (str, Path)):
         checkpoint_dir, saved = _load_injected_checkpoint(str(prior), **hub_kwargs)
+        if saved.get("backbone"):  # first, so that another architecture fails on its first mismatched key
+            load_state_dict_strict(model, load_tensors(checkpoint_dir / BACKBONE_FILE), source=str(checkpoint_dir))
+        if saved.get("kind") == "injector":
+            _check_saved_targets(saved, targets, checkpoint_dir)
+            channels, channel_axis = saved["channels"], saved["channel_axes"]
         prior = build_prior(saved["prior"] if saved.get("kind") == "injector" else saved)
     if prior is None:
         if prior_dim is None:
@@ -424,11 +435,17 @@ def inject_prior(
         injector.load_pretrained(checkpoint_dir)
     if saved is not None and saved.get("kind") == "prior":
         load_state_dict_strict(prior, load_tensors(checkpoint_dir / WEIGHTS_FILE), source=str(checkpoint_dir))
-    if saved is not None and saved.get("backbone"):
-        load_state_dict_strict(model, load_tensors(checkpoint_dir / BACKBONE_FILE), source=str(checkpoint_dir))
 
     _attach(model, injector)
     return model
+
+
+def _check_saved_targets(saved: Mapping[str, Any], targets: Sequence[str], directory: Path) -> None:
+    if list(saved["targets"]) != list(targets):
+        raise ValueError(
+            f"{directory} was trained for the blocks {saved['targets']} "
+            f"(backbone {saved.get('backbone', {}).get('class', '?')}), but layers selects {list(targets)} here"
+        )
 
 
 def _resolve_prior_dim(prior: nn.Module, prior_dim: int | None) -> int:
