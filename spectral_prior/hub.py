@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Optional, Sequence, Tuple, Union
+from typing import Union
 
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub import constants as hf_constants
@@ -41,12 +42,12 @@ except ImportError:  # pragma: no cover - older huggingface_hub
     )
 
 __all__ = [
-    "PUBLISHED_PRIORS",
     "DEFAULT_FILES",
+    "PUBLISHED_PRIORS",
     "PriorDownloadError",
-    "resolve_prior_source",
     "download_prior",
     "push_to_hub",
+    "resolve_prior_source",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -60,7 +61,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 PUBLISHED_PRIORS: dict[str, str] = {}
 
 #: Files every saved prior directory holds.
-DEFAULT_FILES: Tuple[str, ...] = ("config.json", "model.safetensors")
+DEFAULT_FILES: tuple[str, ...] = ("config.json", "model.safetensors")
 
 # One Hub name component: letters, digits, "-", "_", "."; not starting or ending with "-" or ".",
 # and without "--" or ".." (the Hub reserves those). At most 96 characters.
@@ -113,7 +114,7 @@ def resolve_prior_source(source: PathLike) -> str:
     raise ValueError(f"{source!r} is not a local directory nor a Hub repo id: {_accepted_forms()}")
 
 
-def _split_repo_revision(repo: str, revision: Optional[str]) -> Tuple[str, Optional[str]]:
+def _split_repo_revision(repo: str, revision: str | None) -> tuple[str, str | None]:
     match = _REPO_ID_RE.match(repo)
     assert match is not None  # resolve_prior_source only lets repo-id-shaped strings through
     repo_id, pinned = match.group("repo_id"), match.group("revision")
@@ -122,7 +123,7 @@ def _split_repo_revision(repo: str, revision: Optional[str]) -> Tuple[str, Optio
     return repo_id, pinned if pinned is not None else revision
 
 
-def _as_names(files: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+def _as_names(files: str | Sequence[str]) -> tuple[str, ...]:
     return (files,) if isinstance(files, str) else tuple(files)
 
 
@@ -135,10 +136,10 @@ def _snapshot_dir(file_path: str, filename: str) -> Path:
 def download_prior(
     source: PathLike,
     *,
-    revision: Optional[str] = None,
-    cache_dir: Optional[PathLike] = None,
+    revision: str | None = None,
+    cache_dir: PathLike | None = None,
     local_files_only: bool = False,
-    token: Union[str, bool, None] = None,
+    token: str | bool | None = None,
     filenames: Sequence[str] = DEFAULT_FILES,
     optional: Sequence[str] = (),
 ) -> Path:
@@ -186,7 +187,7 @@ def download_prior(
     # The first file resolves the revision to a commit; every later file is fetched at that
     # commit so all of them land in the same snapshot even if the branch moves meanwhile.
     pinned = revision
-    snapshot: Optional[Path] = None
+    snapshot: Path | None = None
     for name in required + extra:
         try:
             path = hf_hub_download(
@@ -234,7 +235,7 @@ def push_to_hub(
     directory: PathLike,
     repo_id: str,
     *,
-    token: Union[str, bool, None] = None,
+    token: str | bool | None = None,
     private: bool = False,
     commit_message: str = "Upload spectral prior",
     filenames: Sequence[str] = DEFAULT_FILES,
