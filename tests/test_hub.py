@@ -307,3 +307,35 @@ def test_push_to_hub_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(FileNotFoundError, match=r"has no config\.json; save the prior before pushing it"):
         push_to_hub(tmp_path, "acme/new-prior")
     assert calls == []  # nothing is created or uploaded when the arguments are wrong
+
+
+def test_inject_prior_by_repo_id_online_then_offline_from_the_cache(
+    hub_server: LocalHub, hub_client: HubClient, tmp_path: Path
+) -> None:
+    """The one-line promise end to end: a published injection (prior + SPIMs + backbone) by its repo id."""
+    import torch
+
+    import spectral_prior as sp
+    from spectral_prior.adapters import mst_s
+
+    trained = sp.inject_prior(mst_s().eval(), "mst", sp.SpectralDiffusionPrior(sp.PriorConfig(prior_dim=16)))
+    with torch.no_grad():
+        for spim in trained.spectral_prior.spims.values():
+            spim.proj.bias.normal_()
+    trained.spectral_prior.save_pretrained(tmp_path / "published", backbone=trained)
+    hub_server.add_repo("acme/mst_s-sdp", tmp_path / "published")
+
+    x, phi = torch.rand(1, 28, 32, 32), torch.rand(1, 28, 32, 86)
+    with torch.no_grad():
+        expected = trained(x, phi)
+        online = sp.inject_prior(mst_s().eval(), "mst", prior="acme/mst_s-sdp")
+        assert torch.equal(online(x, phi), expected)
+        fetched = {path.rsplit("/", 1)[-1] for method, path in hub_server.log() if method == "GET"}
+        assert fetched == {"config.json", "model.safetensors", "backbone.safetensors"}
+
+        hub_server.stop()
+        hub_server.clear_log()
+        hub_client.set_offline(True)
+        offline = sp.inject_prior(mst_s().eval(), "mst", prior="acme/mst_s-sdp")
+        assert torch.equal(offline(x, phi), expected)
+    assert hub_server.log() == []
