@@ -22,24 +22,14 @@ from typing import Union
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub import constants as hf_constants
 
-try:  # huggingface_hub >= 0.24 keeps its exceptions in `errors`
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-except ImportError:  # pragma: no cover - older huggingface_hub
-    from huggingface_hub.utils import (  # type: ignore[no-redef]
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
 __all__ = [
     "DEFAULT_FILES",
