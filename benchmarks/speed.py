@@ -31,19 +31,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    rows = []
-    for name, (constructor, mask_setting) in BACKBONES.items():
-        model = constructor().eval()
-        x, mask = example_inputs(args.size, mask_setting)
-        with torch.inference_mode():
-            median = interleaved_medians({name: lambda: model(x, mask)}, repeats=args.repeats)[name]
-        rows.append({
+    models = {name: constructor().eval() for name, (constructor, _) in BACKBONES.items()}
+    inputs = {name: example_inputs(args.size, mask_setting) for name, (_, mask_setting) in BACKBONES.items()}
+    calls = {name: (lambda name=name: models[name](*inputs[name])) for name in BACKBONES}
+    with torch.inference_mode():  # all backbones interleaved round-robin, so they share the machine's noise
+        medians = interleaved_medians(calls, repeats=args.repeats)
+    rows = [
+        {
             "backbone": name,
-            "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
-            "forward (ms)": median * 1e3,
-        })
+            "params (M)": sum(p.numel() for p in models[name].parameters()) / 1e6,
+            "forward (ms)": medians[name] * 1e3,
+        }
+        for name in BACKBONES
+    ]
     print(f"Forward latency at {args.size}x{args.size}, batch 1, {torch.get_num_threads()} CPU threads "
-          f"(median of {args.repeats})\n")
+          f"(median of {args.repeats}, interleaved)\n")
     print(markdown_table(rows))
     path = write_json("speed", {"size": args.size, "repeats": args.repeats, "rows": rows}, args.out)
     print(f"\nwritten {path}")
