@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .adapters.presets import PRESETS, Condition, Preset, first_argument
-from .io import load_state_dict_strict, load_tensors, save_json, save_tensors
+from .io import atomic_path, load_state_dict_strict, load_tensors, save_json, save_tensors
 from .prior import CONFIG_FILE, WEIGHTS_FILE, LinearPrior, build_prior, library_stamp, prior_spec, read_config
 from .spim import SPIM, default_channel_axis
 
@@ -197,11 +197,14 @@ class SpectralPriorInjector(nn.Module):
             "prior": prior_spec(self.prior),
         }
 
-    def save_pretrained(self, directory: str | Path, *, backbone: nn.Module | None = None) -> Path:
+    def save_pretrained(
+        self, directory: str | Path, *, backbone: nn.Module | None = None, card: Mapping[str, Any] | None = None
+    ) -> Path:
         """Save the injector (prior + SPIM weights and a JSON config); with ``backbone=model`` also its backbone.
 
-        Files: ``config.json``, ``model.safetensors`` and optionally ``backbone.safetensors``, each written
-        atomically. :func:`inject_prior` with ``prior=directory`` (or a Hub repo holding these files) loads them.
+        Files: ``config.json``, ``model.safetensors``, optionally ``backbone.safetensors``, and a model card
+        ``README.md`` listing the backbone, the modulated blocks and ``card``'s entries (e.g. training data, scores);
+        each written atomically. :func:`inject_prior` with ``prior=directory`` (or a Hub repo with them) loads them.
         """
         directory = Path(directory)
         save_tensors(self.state_dict(), directory / WEIGHTS_FILE, metadata={"format": "pt"})
@@ -211,6 +214,8 @@ class SpectralPriorInjector(nn.Module):
             save_tensors(bare, directory / BACKBONE_FILE, metadata={"format": "pt"})
             config["backbone"] = {"class": type(backbone).__name__, "file": BACKBONE_FILE}
         save_json(config, directory / CONFIG_FILE)
+        with atomic_path(directory / "README.md") as temporary:
+            temporary.write_text(model_card(config, card or {}))
         return directory
 
     def load_pretrained(self, directory: str | Path) -> None:
@@ -226,6 +231,31 @@ class SpectralPriorInjector(nn.Module):
 
     def extra_repr(self) -> str:
         return f"preset={self.preset!r}, targets={len(self.targets)}, prior_dim={self.prior_dim}"
+
+
+def model_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
+    """A Hub model card (YAML front matter + markdown) for a saved injection."""
+    backbone = config.get("backbone", {}).get("class", "not included (prior and SPIM weights only)")
+    lines = [
+        "---",
+        "library_name: spectral-prior",
+        "license: mit",
+        "tags: [hyperspectral, cassi, spectral-compressive-imaging, diffusion-prior]",
+        "---",
+        "",
+        "# Spectral Diffusion Prior injection",
+        "",
+        "Load with `spectral_prior.inject_prior(model, layers=..., prior=<this repo or directory>)`; method from",
+        "[arXiv 2507.13769](https://arxiv.org/abs/2507.13769).",
+        "",
+        f"- backbone: {backbone}",
+        f"- preset / layers: {config['preset']} / `{config['layers']}`",
+        f"- modulated blocks: {', '.join(config['targets'])}",
+        f"- prior: {config['prior']['class']} {config['prior']['config']}",
+        f"- spectral-prior version: {config['library_version']}",
+    ]
+    lines += [f"- {key}: {value}" for key, value in card.items()]
+    return "\n".join(lines) + "\n"
 
 
 # -- target selection and channel probing ------------------------------------------------------------------------

@@ -462,7 +462,11 @@ def test_trainable_parameters_and_peft_style_print(capsys):
 def test_save_pretrained_then_inject_from_the_directory(tmp_path):
     model, inputs = injected("mst_s")
     perturb(model)
-    model.spectral_prior.save_pretrained(tmp_path / "prior", backbone=model)
+    card = {"training data": "procedural scenes, 64x64 crops", "PSNR": "30.1 dB"}
+    model.spectral_prior.save_pretrained(tmp_path / "prior", backbone=model, card=card)
+    readme = (tmp_path / "prior" / "README.md").read_text()
+    assert "library_name: spectral-prior" in readme and "- backbone: MST" in readme
+    assert "- training data: procedural scenes, 64x64 crops" in readme and "- PSNR: 30.1 dB" in readme
     config = json.loads((tmp_path / "prior" / "config.json").read_text())
     assert config["kind"] == "injector" and config["preset"] == "mst" and config["layers"] == "mst"
     assert config["channels"]["bottleneck"] == 112 and config["prior_dim"] == 8
@@ -471,7 +475,9 @@ def test_save_pretrained_then_inject_from_the_directory(tmp_path):
     fresh = sp.inject_prior(mst_s().eval(), "mst", prior=tmp_path / "prior")
     with torch.no_grad():
         assert torch.equal(fresh(*inputs), model(*inputs))
-    assert sorted(p.name for p in (tmp_path / "prior").iterdir()) == ["backbone.safetensors", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "prior").iterdir()) == [
+        "README.md", "backbone.safetensors", "config.json", "model.safetensors"
+    ]
 
     with pytest.raises(ValueError, match=r"does not fit BiSRNet: .*missing keys, first 'conv_in.weight'"):
         sp.inject_prior(bisrnet(), "mst", prior=tmp_path / "prior")
