@@ -441,7 +441,8 @@ def inject_prior(
     dtype = parameter.dtype if parameter is not None else torch.float32
     example = _normalise_example(example_inputs) or (preset.example_inputs(device, dtype) if preset else None)
     needs_probe = channels is None or (isinstance(channels, Mapping) and not set(targets) <= set(channels))
-    needs_probe = needs_probe or isinstance(prior, LinearPrior)  # its input width comes from the probe
+    lazy_prior = any(isinstance(p, nn.parameter.UninitializedParameter) for p in prior.parameters())
+    needs_probe = needs_probe or lazy_prior  # a lazy prior learns its input width from the probe
     probed = None
     if needs_probe:
         if example is None:
