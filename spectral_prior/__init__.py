@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .inject import SpectralPriorInjector, get_injector, inject_prior, remove_prior  # noqa: E402
+from .models import load_model, save_backbone  # noqa: E402
 from .prior import LinearPrior, PriorConfig, SpectralDiffusionPrior  # noqa: E402
 from .spim import SPIM  # noqa: E402
 
@@ -16,4 +17,6 @@ __all__ = [
     "SpectralDiffusionPrior",
     "PriorConfig",
     "LinearPrior",
+    "load_model",
+    "save_backbone",
 ]

@@ -10,6 +10,7 @@ ground-truth cube and is only used during stage-1 training.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
@@ -35,7 +36,8 @@ class ResBlock(nn.Module):
 class HFE(nn.Module):
     """Maps ``h`` ([B, bands, H, W]; teacher: plus ``gt`` of the same shape) to a [B, out_dim] vector.
 
-    H and W must be divisible by 8. At 256x256 with 28 bands the student costs about 0.6 GFLOPs.
+    Any H, W >= 2: sizes that are not multiples of 8 are reflect-padded up to the next one (as BiSRNet pads).
+    At 256x256 with 28 bands the student costs about 0.6 GFLOPs.
     """
 
     def __init__(
@@ -64,8 +66,8 @@ class HFE(nn.Module):
         if x.shape[1] != self.bands:
             raise ValueError(f"{name} must have {self.bands} bands (channels), got {x.shape[1]}")
         height, width = x.shape[-2:]
-        if height % MULTIPLE or width % MULTIPLE:
-            raise ValueError(f"{name} height and width must be divisible by {MULTIPLE}, got {height}x{width}")
+        if height < 2 or width < 2:
+            raise ValueError(f"{name} must be at least 2x2 pixels, got {height}x{width}")
         if not torch.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or Inf values")
 
@@ -82,6 +84,9 @@ class HFE(nn.Module):
         elif gt is not None:
             raise ValueError("the student HFE sees only h; build HFE(teacher=True) to use gt")
 
+        pad_h, pad_w = (-h.shape[-2]) % MULTIPLE, (-h.shape[-1]) % MULTIPLE
+        if pad_h or pad_w:
+            h = F.pad(h, [0, pad_w, 0, pad_h], mode="reflect" if min(h.shape[-2:]) > max(pad_h, pad_w) else "replicate")
         x = rearrange(h, "b c (h p1) (w p2) -> b (c p1 p2) h w", p1=UNSHUFFLE, p2=UNSHUFFLE)
         x = self.blocks(self.stem(x))
         return self.head(reduce(x, "b c h w -> b c", "mean"))

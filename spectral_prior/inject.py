@@ -142,15 +142,23 @@ class SpectralPriorInjector(nn.Module):
         self.key = uuid.uuid4().hex
         self.enabled = True
         self._teacher_gt: Tensor | None = None
+        self._distilled: list[tuple[Tensor, Tensor]] | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def compute_prior(self, condition: Tensor) -> Tensor:
-        """The prior vector for one forward: the teacher's inside :meth:`teacher`, else the prior's own."""
+        """The prior vector for one forward: the teacher's inside :meth:`teacher`, the distilled student's inside
+        :meth:`distill`, else the prior's own."""
         if self._teacher_gt is None:
             return self.prior(condition)
         if not hasattr(self.prior, "teacher"):
-            raise TypeError(f"{type(self.prior).__name__} has no teacher(h, gt) path for stage-1 training")
-        return self.prior.teacher(condition, self._teacher_gt)
+            raise TypeError(f"{type(self.prior).__name__} has no teacher(h, gt) path for two-stage training")
+        if self._distilled is None:
+            return self.prior.teacher(condition, self._teacher_gt)
+        with torch.no_grad():
+            z_teacher = self.prior.teacher(condition, self._teacher_gt)
+        z_student = self.prior(condition, z_teacher=z_teacher)
+        self._distilled.append((z_student, z_teacher))
+        return z_student
 
     @contextmanager
     def disable(self) -> Iterator[None]:
@@ -172,6 +180,22 @@ class SpectralPriorInjector(nn.Module):
             yield
         finally:
             self._teacher_gt = previous
+
+    @contextmanager
+    def distill(self, gt: Tensor) -> Iterator[list[tuple[Tensor, Tensor]]]:
+        """Stage-2 training: the student prior drives the blocks, its diffusion started from the teacher's vector.
+
+        Each forward inside computes ``z_teacher = teacher(h, gt)`` without gradients and
+        ``z_student = prior(h, z_teacher=z_teacher)``, modulates with ``z_student`` and appends the pair to the
+        yielded list, for the L1 loss that teaches the student to reproduce the teacher.
+        """
+        pairs: list[tuple[Tensor, Tensor]] = []
+        previous, self._distilled = self._distilled, pairs
+        try:
+            with self.teacher(gt):
+                yield pairs
+        finally:
+            self._distilled = previous
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters the injection added (prior and SPIMs) that require gradients."""
@@ -198,13 +222,20 @@ class SpectralPriorInjector(nn.Module):
         }
 
     def save_pretrained(
-        self, directory: str | Path, *, backbone: nn.Module | None = None, card: Mapping[str, Any] | None = None
+        self,
+        directory: str | Path,
+        *,
+        backbone: nn.Module | None = None,
+        backbone_name: str | None = None,
+        card: Mapping[str, Any] | None = None,
     ) -> Path:
         """Save the injector (prior + SPIM weights and a JSON config); with ``backbone=model`` also its backbone.
 
         Files: ``config.json``, ``model.safetensors``, optionally ``backbone.safetensors``, and a model card
         ``README.md`` listing the backbone, the modulated blocks and ``card``'s entries (e.g. training data, scores);
         each written atomically. :func:`inject_prior` with ``prior=directory`` (or a Hub repo with them) loads them.
+        ``backbone_name`` (e.g. ``"mst_s"``, see :func:`spectral_prior.adapters.create_backbone`) lets
+        :func:`spectral_prior.load_model` rebuild the backbone without being told which it is.
         """
         directory = Path(directory)
         save_tensors(self.state_dict(), directory / WEIGHTS_FILE, metadata={"format": "pt"})
@@ -212,7 +243,7 @@ class SpectralPriorInjector(nn.Module):
         if backbone is not None:
             bare = {k: v for k, v in backbone.state_dict().items() if not k.startswith(INJECTOR_NAME + ".")}
             save_tensors(bare, directory / BACKBONE_FILE, metadata={"format": "pt"})
-            config["backbone"] = {"class": type(backbone).__name__, "file": BACKBONE_FILE}
+            config["backbone"] = {"class": type(backbone).__name__, "name": backbone_name, "file": BACKBONE_FILE}
         save_json(config, directory / CONFIG_FILE)
         with atomic_path(directory / "README.md") as temporary:
             temporary.write_text(model_card(config, card or {}))

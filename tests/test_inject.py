@@ -486,3 +486,21 @@ def test_save_pretrained_then_inject_from_the_directory(tmp_path):
         sp.inject_prior(bisrnet(), "mst", prior=tmp_path / "no-backbone")
     with pytest.raises(ValueError, match=r"does not fit MST: \d+ unexpected keys, first 'bottleneck.blocks.1"):
         sp.inject_prior(mst_s(num_blocks=(1, 1, 1)), "mst", prior=tmp_path / "prior")
+
+
+def test_distill_drives_the_blocks_with_the_student_started_from_the_teacher():
+    from spectral_prior.adapters import mst_s
+
+    torch.manual_seed(0)
+    config = sp.PriorConfig(prior_dim=16, hfe_dim=8, hfe_depth=1, denoiser_hidden=16, denoiser_depth=1)
+    model = sp.inject_prior(mst_s(), "mst", prior=sp.SpectralDiffusionPrior(config)).train()
+    injector = sp.get_injector(model)
+    h, phi, gt = torch.rand(2, 28, 32, 32), torch.rand(2, 28, 32, 86), torch.rand(2, 28, 32, 32)
+    with injector.distill(gt) as pairs:
+        model(h, phi)
+    assert len(pairs) == 1
+    z_student, z_teacher = pairs[0]
+    assert z_student.shape == z_teacher.shape == (2, 16)
+    assert not z_teacher.requires_grad and z_student.requires_grad
+    assert torch.equal(z_teacher, injector.prior.teacher(h, gt))
+    assert injector._distilled is None and injector._teacher_gt is None

@@ -33,12 +33,16 @@ class Preset:
             nested in a user's model matches too).
         condition: the prior's input from the forward arguments.
         example_inputs: builds small ``(args, kwargs)`` on a device/dtype, for the probe forward at injection.
+        input_setting: the CASSI input the backbone takes first (see :data:`spectral_prior.cassi.INPUT_SETTINGS`).
+        mask_setting: the mask input it takes second (see :data:`spectral_prior.cassi.MASK_SETTINGS`).
     """
 
     name: str
     layers: str
     condition: Condition
     example_inputs: Callable[[torch.device, torch.dtype], tuple[tuple, dict[str, Any]]]
+    input_setting: str = "H"
+    mask_setting: str = "Phi"
 
 
 _ANY_PREFIX = r"(?:.+\.)?"
@@ -67,6 +71,7 @@ PRESETS: dict[str, Preset] = {
         layers=_ANY_PREFIX + r"body\.\d+\." + _UNET_BLOCKS,
         condition=first_argument("y"),
         example_inputs=_h_and_mask(mask_width_extra=0),  # 'H' input and mask3d
+        mask_setting="Mask",
     ),
 }
 
