@@ -197,6 +197,15 @@ def load_mask(source: MaskSource, key: str | None = None) -> Tensor:
     return mask
 
 
+def random_mask(size: int | tuple[int, int], *, seed: int = 0, open_fraction: float = 0.5) -> Tensor:
+    """A seeded random binary coded aperture [H, W] (float32 0/1), each pixel open with ``open_fraction``."""
+    height, width = (size, size) if isinstance(size, int) else size
+    if height < 1 or width < 1 or not 0 < open_fraction < 1:
+        raise ValueError(f"need a positive size and 0 < open_fraction < 1, got size={size}, open_fraction={open_fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(height, width, generator=generator) < open_fraction).to(torch.float32)
+
+
 def mask3d(mask: Tensor, bands: int = BANDS) -> Tensor:
     """Repeat a 2-D mask over the bands: [H, W] -> [1, bands, H, W], [B, H, W] -> [B, bands, H, W].
 

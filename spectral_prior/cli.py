@@ -12,7 +12,7 @@ from typing import Sequence
 from . import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    # name: (module, one-line help)
+    "train": ("spectral_prior.train", "train a backbone, or a spectral diffusion prior for it, in stages"),
 }
 
 

@@ -361,7 +361,11 @@ class CubeFolder(Dataset):
     def __getitem__(self, index: int) -> Tuple[Tensor, str]:
         if self._cache is not None and index in self._cache:
             return self._cache[index], self.names[index]
-        cube = to_cassi_bands(read_cube(self.paths[index], **self._read_args)).contiguous()
+        cube = read_cube(self.paths[index], **self._read_args)
+        try:
+            cube = to_cassi_bands(cube).contiguous()
+        except ValueError as err:
+            raise ValueError(f"{self.paths[index]}: {err}") from err
         if self._cache is not None:
             self._cache[index] = cube
         return cube, self.names[index]

@@ -143,6 +143,7 @@ class SpectralPriorInjector(nn.Module):
         self.enabled = True
         self._teacher_gt: Tensor | None = None
         self._distilled: list[tuple[Tensor, Tensor]] | None = None
+        self._distill_noise: Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def compute_prior(self, condition: Tensor) -> Tensor:
@@ -156,7 +157,7 @@ class SpectralPriorInjector(nn.Module):
             return self.prior.teacher(condition, self._teacher_gt)
         with torch.no_grad():
             z_teacher = self.prior.teacher(condition, self._teacher_gt)
-        z_student = self.prior(condition, z_teacher=z_teacher)
+        z_student = self.prior(condition, z_teacher=z_teacher, noise=self._distill_noise)
         self._distilled.append((z_student, z_teacher))
         return z_student
 
@@ -182,20 +183,21 @@ class SpectralPriorInjector(nn.Module):
             self._teacher_gt = previous
 
     @contextmanager
-    def distill(self, gt: Tensor) -> Iterator[list[tuple[Tensor, Tensor]]]:
+    def distill(self, gt: Tensor, noise: Tensor | None = None) -> Iterator[list[tuple[Tensor, Tensor]]]:
         """Stage-2 training: the student prior drives the blocks, its diffusion started from the teacher's vector.
 
         Each forward inside computes ``z_teacher = teacher(h, gt)`` without gradients and
-        ``z_student = prior(h, z_teacher=z_teacher)``, modulates with ``z_student`` and appends the pair to the
-        yielded list, for the L1 loss that teaches the student to reproduce the teacher.
+        ``z_student = prior(h, z_teacher=z_teacher, noise=noise)``, modulates with ``z_student`` and appends the
+        pair to the yielded list, for the L1 loss that teaches the student to reproduce the teacher.
         """
         pairs: list[tuple[Tensor, Tensor]] = []
-        previous, self._distilled = self._distilled, pairs
+        previous = self._distilled, self._distill_noise
+        self._distilled, self._distill_noise = pairs, noise
         try:
             with self.teacher(gt):
                 yield pairs
         finally:
-            self._distilled = previous
+            self._distilled, self._distill_noise = previous
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters the injection added (prior and SPIMs) that require gradients."""

@@ -111,16 +111,23 @@ class SpectralDiffusionPrior(
         self.register_buffer("eval_noise", eval_noise, persistent=False)
 
     def forward(
-        self, h: Tensor, *, z_teacher: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        h: Tensor,
+        *,
+        z_teacher: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
     ) -> Tensor:
         """The student prior [B, D] from ``h``.
 
         With ``z_teacher`` (stage-2 training) the reverse process starts from ``q(z_T | z_teacher)``; otherwise from
         noise: the fixed eval draw in eval mode, fresh noise (from ``generator`` if given) in training mode.
+        ``noise`` ([B, D]) overrides the draw, e.g. so that each sample's noise does not depend on how a batch is
+        split between processes.
         """
         condition = self.student(h)
-        use_fixed_noise = z_teacher is None and generator is None and not self.training
-        noise = self.eval_noise if use_fixed_noise else None
+        if noise is None and z_teacher is None and generator is None and not self.training:
+            noise = self.eval_noise
         return self.diffusion(condition, z_teacher, generator=generator, noise=noise)
 
     def teacher(self, h: Tensor, gt: Tensor) -> Tensor:

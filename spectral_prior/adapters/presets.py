@@ -73,6 +73,13 @@ PRESETS: dict[str, Preset] = {
         example_inputs=_h_and_mask(mask_width_extra=0),  # 'H' input and mask3d
         mask_setting="Mask",
     ),
+    "mst_plus_plus": Preset(
+        name="mst_plus_plus",
+        layers=_ANY_PREFIX + r"body\.\d+\." + _UNET_BLOCKS,  # the SABs of every stage: 2 levels + bottleneck + 2
+        condition=first_argument("y"),
+        example_inputs=_h_and_mask(mask_width_extra=0),  # 'H' input and mask3d
+        mask_setting="Mask",
+    ),
 }
 
 

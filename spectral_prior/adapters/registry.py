@@ -8,25 +8,30 @@ from torch import nn
 
 from .bisrnet import bisrnet
 from .mst import mst_l, mst_m, mst_s
+from .mst_plus_plus import mst_plus_plus
 from .presets import Preset, get_preset
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
-    """A named backbone: its constructor and the name of its preset (blocks, prior input, CASSI inputs)."""
+    """A named backbone: its constructor, the name of its preset (blocks, prior input, CASSI inputs) and the
+    learning-rate schedule its authors trained it with (``"multistep"`` or ``"cosine"``)."""
 
     name: str
     build: Callable[..., nn.Module]
     preset: str
+    schedule: str = "cosine"
 
 
 BACKBONES: dict[str, BackboneEntry] = {}
 
 
-def register_backbone(name: str, build: Callable[..., nn.Module], preset: str) -> None:
+def register_backbone(name: str, build: Callable[..., nn.Module], preset: str, *, schedule: str = "cosine") -> None:
     """Make ``create_backbone(name)`` build ``build()``, injected and trained with the preset ``preset``."""
     get_preset(preset)  # fails early on an unknown preset
-    BACKBONES[name] = BackboneEntry(name=name, build=build, preset=preset)
+    if schedule not in ("multistep", "cosine"):
+        raise ValueError(f"schedule must be 'multistep' or 'cosine', got {schedule!r}")
+    BACKBONES[name] = BackboneEntry(name=name, build=build, preset=preset, schedule=schedule)
 
 
 def _entry(name: str) -> BackboneEntry:
@@ -37,7 +42,7 @@ def _entry(name: str) -> BackboneEntry:
 
 
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:
-    """A fresh backbone by name (``"mst_s"``, ``"mst_m"``, ``"mst_l"``, ``"bisrnet"``); kwargs go to its constructor."""
+    """A fresh backbone by name (one of :func:`list_backbones`, e.g. ``"mst_l"``); kwargs go to its constructor."""
     return _entry(name).build(**kwargs)
 
 
@@ -46,11 +51,17 @@ def backbone_preset(name: str) -> Preset:
     return get_preset(_entry(name).preset)
 
 
+def backbone_schedule(name: str) -> str:
+    """The learning-rate schedule the MST toolbox trains the backbone ``name`` with."""
+    return _entry(name).schedule
+
+
 def list_backbones() -> list[str]:
     """Names :func:`create_backbone` accepts."""
     return sorted(BACKBONES)
 
 
 for _name, _build in (("mst_s", mst_s), ("mst_m", mst_m), ("mst_l", mst_l)):
-    register_backbone(_name, _build, preset="mst")
+    register_backbone(_name, _build, preset="mst", schedule="multistep")
+register_backbone("mst_plus_plus", mst_plus_plus, preset="mst_plus_plus")
 register_backbone("bisrnet", bisrnet, preset="bisrnet")

@@ -1,0 +1,216 @@
+"""The two-stage recipe: stages, freezing, checkpoints, resume after a kill, torchrun/DDP and bad inputs."""
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import spectral_prior as sp
+from spectral_prior import train as train_module
+from spectral_prior.io import load_tensors
+from spectral_prior.train import TrainConfig, latest_checkpoint, train
+
+TINY_PRIOR = {"prior_dim": 16, "hfe_dim": 8, "hfe_depth": 1, "denoiser_hidden": 32, "denoiser_depth": 1}
+
+
+def tiny(tmp_path: Path, **changes) -> TrainConfig:
+    """A run small enough for a unit test: 32x32 crops of 64x64 procedural scenes."""
+    settings = dict(
+        backbone="mst_s", stage="stage1", output=str(tmp_path / "run"), steps=3, batch=2, crop=32, scenes=4,
+        scene_size=64, mask_size=64, val_scenes=1, val_every=0, checkpoint_every=2, prior=TINY_PRIOR,
+    )
+    return TrainConfig(**{**settings, **changes})
+
+
+def tiny_flags(output: Path, *extra: str) -> list:
+    flags = [
+        "train", "--backbone", "mst_s", "--batch", "2", "--crop", "32", "--scenes", "4", "--scene-size", "64",
+        "--mask-size", "64", "--val-scenes", "1", "--val-every", "0", "--prior-dim", "16", "--hfe-dim", "8",
+        "--hfe-depth", "1", "--denoiser-hidden", "32", "--denoiser-depth", "1", "--output", str(output), "--quiet",
+    ]
+    return flags + list(extra)
+
+
+def weights(folder: Path) -> dict:
+    tensors = load_tensors(folder / "backbone.safetensors")
+    if (folder / "model.safetensors").is_file():
+        tensors.update({f"prior:{k}": v for k, v in load_tensors(folder / "model.safetensors").items()})
+    return tensors
+
+
+def changed(before: dict, after: dict) -> set:
+    return {name for name in before if not torch.equal(before[name], after[name])}
+
+
+@pytest.fixture(scope="module")
+def stage1_final(tmp_path_factory) -> Path:
+    return train(tiny(tmp_path_factory.mktemp("stage1")), progress=False)
+
+
+def test_baseline_stage1_stage2a_stage2b_then_load(tmp_path, stage1_final):
+    baseline = train(tiny(tmp_path / "b", stage="baseline"), progress=False)
+    assert json.loads((baseline / "config.json").read_text())["kind"] == "backbone"
+    a = train(tiny(tmp_path / "a", stage="stage2a", init=str(stage1_final)), progress=False)
+    b = train(tiny(tmp_path / "b2", stage="stage2b", init=str(a)), progress=False)
+
+    h, phi = torch.rand(1, 28, 32, 32), torch.rand(1, 28, 32, 86)
+    for final in (baseline, stage1_final, a, b):
+        model = sp.load_model(final)
+        assert torch.isfinite(model(h, phi)).all()
+    log = [json.loads(line) for line in (tmp_path / "b2" / "run" / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2, 3]
+    assert {"rmse", "l1", "lr", "samples_per_second"} <= set(log[0]) and "val_psnr" in log[-1]
+
+
+def test_each_stage_trains_only_its_parts(tmp_path, stage1_final):
+    start = weights(stage1_final)
+    a = weights(train(tiny(tmp_path / "a", stage="stage2a", init=str(stage1_final)), progress=False))
+    moved = changed(start, a)
+    assert moved and all("prior.student." in n or "prior.diffusion." in n for n in moved)
+
+    b = weights(train(tiny(tmp_path / "b", stage="stage2b", init=str(stage1_final)), progress=False))
+    moved = changed(start, b)
+    assert not any("teacher_hfe" in n for n in moved)
+    assert any(not n.startswith("prior:") for n in moved) and any("spims." in n for n in moved)
+
+    one_step = weights(train(tiny(tmp_path / "s1", steps=1), progress=False))  # same seed: same initial weights
+    two_steps = weights(train(tiny(tmp_path / "s2", steps=2), progress=False))
+    moved = changed(one_step, two_steps)
+    assert any("teacher_hfe" in n for n in moved) and any("spims." in n for n in moved)
+    assert not any("prior.student." in n or "prior.diffusion." in n for n in moved)
+
+
+def test_ema_weights_are_what_is_saved(tmp_path):
+    plain = weights(train(tiny(tmp_path / "p", stage="baseline"), progress=False))
+    averaged = weights(train(tiny(tmp_path / "e", stage="baseline", ema=0.9), progress=False))
+    assert changed(plain, averaged)
+
+
+def test_checkpoints_are_atomic_and_only_the_latest_is_kept(tmp_path, monkeypatch):
+    config = tiny(tmp_path, stage="baseline", steps=4, checkpoint_every=2)
+    real_save, calls = torch.save, []
+
+    def save_then_fail(*args, **kwargs):  # the second checkpoint dies half-way through its files
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError("disk full")
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(train_module.torch, "save", save_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        train(config, progress=False)
+    folder = latest_checkpoint(config.output)
+    assert folder.name == "step-0000002"  # the last complete one
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["latest.json", "step-0000002"]
+    assert not (Path(config.output) / "final").exists()
+
+    monkeypatch.setattr(train_module.torch, "save", real_save)
+    train(config, resume=True, progress=False)
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["latest.json", "step-0000004"]
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL a CLI run after its first checkpoint; --resume must end where an uninterrupted run ends."""
+    command = [sys.executable, "-m", "spectral_prior.cli"]
+    flags = ["--stage", "stage1", "--steps", "24", "--checkpoint-every", "4"]
+    reference = tmp_path / "reference"
+    subprocess.run(command + tiny_flags(reference, *flags), check=True, capture_output=True)
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(command + tiny_flags(interrupted, *flags), stderr=subprocess.DEVNULL)
+    pointer = interrupted / "checkpoints" / "latest.json"
+    deadline = time.monotonic() + 120
+    while not pointer.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / "final").exists(), "the run finished before it could be killed"
+    killed_at = json.loads(pointer.read_text())["step"]
+    assert 4 <= killed_at < 24
+
+    done = subprocess.run(command + tiny_flags(interrupted, "--resume"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    expected, resumed = weights(reference / "final"), weights(interrupted / "final")
+    assert expected.keys() == resumed.keys()
+    assert not changed(expected, resumed)
+    steps = [json.loads(line)["step"] for line in (interrupted / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 25))
+
+
+def _torchrun(args: list, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "spectral_prior.cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2b"])
+def test_torchrun_two_processes_match_one_process(tmp_path, stage, stage1_final):
+    extra = ["--stage", stage, "--steps", "3"] + (["--init", str(stage1_final)] if stage == "stage2b" else [])
+    distributed = _torchrun(tiny_flags(tmp_path / "ddp", *extra), tmp_path)
+    assert distributed.returncode == 0, distributed.stderr[-3000:]
+    single = subprocess.run([sys.executable, "-m", "spectral_prior.cli", *tiny_flags(tmp_path / "one", *extra)],
+                            capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    one, two = weights(tmp_path / "one" / "final"), weights(tmp_path / "ddp" / "final")
+    if stage == "stage2b":
+        assert changed(weights(stage1_final), one)  # the comparison is about trained weights
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+    log = lambda run: [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+    for a, b in zip(log("one"), log("ddp")):
+        assert a["rmse"] == pytest.approx(b["rmse"], rel=1e-4)
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, stage1_final):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (dict(data=str(tmp_path / "missing")), FileNotFoundError, "cube folder not found"),
+        (dict(data=str(empty)), ValueError, "no cubes in"),
+        (dict(mask_size=16), ValueError, r"mask \(16x16\) is smaller than the crop \(32x32\)"),
+        (dict(stage="stage2a"), ValueError, "starts from the previous stage"),
+        (dict(backbone="mst_xl"), ValueError, "unknown backbone 'mst_xl'"),
+        (dict(backbone="bisrnet", stage="stage2b", init=str(stage1_final)), ValueError, "holds a 'mst_s' checkpoint"),
+        (dict(stage="baseline", init=str(stage1_final)), ValueError, "injected model"),
+        (dict(prior={"width": 3}), ValueError, "unknown prior fields"),
+    ]
+    for changes, error, message in cases:
+        with pytest.raises(error, match=message):
+            train(tiny(tmp_path / "bad", **changes), progress=False)
+
+
+def test_cube_folder_with_wrong_bands_fails_with_the_file_named(tmp_path):
+    data = tmp_path / "cubes"
+    data.mkdir()
+    import numpy as np
+
+    np.save(data / "scene.npy", np.random.rand(64, 64, 31).astype("float32"))
+    with pytest.raises(ValueError, match="scene.npy"):
+        train(tiny(tmp_path, stage="baseline", data=str(data)), progress=False)
+
+
+def test_output_holding_a_run_needs_resume_and_the_same_settings(tmp_path):
+    config = tiny(tmp_path, stage="baseline", steps=2)
+    train(config, progress=False)
+    with pytest.raises(ValueError, match="pass --resume"):
+        train(config, progress=False)
+    with pytest.raises(ValueError, match=r"crop: 32 -> 48"):
+        train(dataclasses.replace(config, crop=48), resume=True, progress=False)
+    assert train(config, resume=True, progress=False).is_dir()  # finished run: nothing more to do
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from spectral_prior.cli import main
+
+    assert main(tiny_flags(tmp_path, "--stage", "stage2b")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spectral-prior train: error:") and "init" in err and "Traceback" not in err
+    shutil.rmtree(tmp_path, ignore_errors=True)
