@@ -13,6 +13,8 @@ from . import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("spectral_prior.train", "train a backbone, or a spectral diffusion prior for it, in stages"),
+    "eval": ("spectral_prior.evaluate", "score a model on simulated measurements of scenes: PSNR, SSIM, SAM, figures"),
+    "reconstruct": ("spectral_prior.reconstruct", "reconstruct a cube from a real 2-D CASSI measurement"),
 }
 
 

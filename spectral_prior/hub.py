@@ -79,6 +79,11 @@ def _is_local_dir(source: str) -> bool:
     return os.path.isdir(os.path.expanduser(source))
 
 
+def _missing_local_path(source: str) -> bool:
+    """'runs/x' where the folder 'runs' exists here: a path that is missing, not a Hub repo id."""
+    return "/" in source and os.path.isdir(source.split("/", 1)[0])
+
+
 def resolve_prior_source(source: PathLike) -> str:
     """Normalise a prior source to a local directory or a Hub repo id.
 
@@ -95,6 +100,11 @@ def resolve_prior_source(source: PathLike) -> str:
         raise TypeError(f"prior source must be a str or a path, not {type(source).__name__}")
     if source and _is_local_dir(source):
         return source
+    if _REPO_ID_RE.match(source) and _missing_local_path(source):
+        raise ValueError(
+            f"{source!r} is not a local directory nor a Hub repo id: the folder {source.split('/', 1)[0]!r} exists "
+            "here, so this looks like a local path that does not exist (the Hub was not asked)"
+        )
     if source in PUBLISHED_PRIORS:
         return PUBLISHED_PRIORS[source]
     if _REPO_ID_RE.match(source):

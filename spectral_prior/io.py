@@ -14,6 +14,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives new files under the current umask (mkstemp's files are owner-only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step, on failure it vanishes.
@@ -24,6 +34,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
+    os.chmod(temporary, _FILE_MODE)
     try:
         yield Path(temporary)
         os.replace(temporary, path)

@@ -39,7 +39,7 @@ from .adapters.registry import backbone_preset, backbone_schedule, create_backbo
 from .data import CassiBatches, CubeFolder, ProceduralCubes
 from .inject import INJECTOR_NAME, get_injector, inject_prior
 from .io import atomic_path, load_json, load_state_dict_strict, load_tensors, save_json, save_tensors
-from .metrics import psnr
+from .evaluate import evaluate, mean_metrics
 from .models import load_model, save_backbone
 from .prior import PriorConfig, SpectralDiffusionPrior
 
@@ -534,23 +534,15 @@ class Trainer:
 
     # validation, logs, checkpoints ------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def validate(self) -> float:
-        """Mean PSNR (dB) on the validation scenes, with the EMA weights when there are some."""
+        """Mean PSNR (dB) on the validation scenes (``spectral-prior eval``'s protocol), with the EMA weights if any."""
         preset = backbone_preset(self.config.backbone)
-        self.model.eval()
-        scores = []
-        with self.ema.applied() if self.ema is not None else nullcontext():
-            for item in self.validation:
-                gt = (item[0] if isinstance(item, tuple) else item).unsqueeze(0).to(self.device)
-                height, width = gt.shape[-2:]
-                mask3d = cassi.mask3d(self.mask2d[:height, :width].to(self.device), gt.shape[1])
-                net_input, mask_input = cassi.simulate(gt, mask3d, preset.input_setting, preset.mask_setting)
-                with self._autocast():
-                    output = self.model(net_input, mask_input)
-                scores.append(psnr(output.float().clamp(0, 1)[0], gt[0]).item())
-        self.model.train()
-        return float(np.mean(scores))
+        with self.ema.applied() if self.ema is not None else nullcontext(), self._autocast():
+            results = evaluate(
+                self.model, self.validation, self.mask2d, input_setting=preset.input_setting,
+                mask_setting=preset.mask_setting, device=self.device,
+            )
+        return mean_metrics(results)["psnr"]
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.processes.is_main:

@@ -339,3 +339,10 @@ def test_inject_prior_by_repo_id_online_then_offline_from_the_cache(
         offline = sp.inject_prior(mst_s().eval(), "mst", prior="acme/mst_s-sdp")
         assert torch.equal(offline(x, phi), expected)
     assert hub_server.log() == []
+
+
+def test_a_missing_path_under_an_existing_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ValueError, match="'runs' exists here.*Hub was not asked"):
+        resolve_prior_source("runs/mst_s")

@@ -1,0 +1,203 @@
+"""Reconstruct a hyperspectral cube from a real 2-D CASSI measurement and its coded aperture.
+
+The measurement is prepared as the MST toolbox's real-data test prepares it (``real/test_code/test.py``):
+clipped to [0, 1], then scaled so that its maximum is 0.8. The toolbox's real networks read that array in the
+scale of ``sum_bands(shift(mask * x)) / 28 * 2`` (the scale of their simulated training data) and shift it back
+into their initial estimate, which is the 'H' input of the simulation backbones here; so the backbone gets
+:func:`spectral_prior.cassi.measurement_to_input` of the scaled measurement times 28 / 2 (that function divides
+by 28 / 2). The output is clamped to [0, 1], as there.
+
+From the command line: ``spectral-prior reconstruct --checkpoint RUN/final --measurement scene1.mat --mask
+mask.mat --output OUT`` writes ``OUT/cube.safetensors`` (``cube`` [28, H, W] and ``wavelengths``),
+``OUT/cube.mat`` (``img`` [H, W, 28], the toolbox's layout) and ``OUT/preview.png`` (sRGB).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import scipy.io
+import torch
+from torch import Tensor, nn
+
+from . import cassi
+from .adapters.registry import backbone_preset
+from .data import CASSI_WAVELENGTHS
+from .evaluate import USER_ERRORS, error_message, load_model_and_backbone, resolve_device
+from .io import atomic_path, save_tensors
+from .viz import require_matplotlib, save_preview
+
+__all__ = ["TOOLBOX_PEAK", "read_measurement", "prepare_measurement", "reconstruct_measurement", "save_cube"]
+
+TOOLBOX_PEAK = 0.8
+"""The maximum the MST toolbox's real-data test scales each measurement to."""
+MEASUREMENT_KEYS = ("meas_real", "meas", "y")
+"""Variables :func:`read_measurement` looks for in a ``.mat`` file, in this order."""
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def read_measurement(path: PathLike, key: Optional[str] = None) -> Tensor:
+    """Read a 2-D measurement [H, W'] as float32 from a ``.mat`` file (MATLAB v5; variable ``key``, else
+    ``meas_real``, ``meas``, ``y`` or the file's only 2-D variable) or a ``.npy`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"measurement file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        array = np.load(path, allow_pickle=False)
+    elif suffix == ".mat":
+        array = _read_mat_variable(path, key)
+    else:
+        raise ValueError(f"unsupported measurement file {path}: expected .mat or .npy")
+    if array.ndim != 2:
+        raise ValueError(f"{path}: the measurement must be 2-D [H, W'], got shape {list(array.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _read_mat_variable(path: Path, key: Optional[str]) -> np.ndarray:
+    try:
+        contents = scipy.io.loadmat(str(path))
+    except NotImplementedError as err:
+        raise ValueError(f"{path} is a MATLAB v7.3 file: save it with -v7, or as .npy") from err
+    variables = {name: value for name, value in contents.items() if not name.startswith("__")}
+    if key is not None:
+        if key not in variables:
+            raise KeyError(f"no variable {key!r} in {path}; variables in the file: {sorted(variables)}")
+        return np.asarray(variables[key])
+    for name in MEASUREMENT_KEYS:
+        if name in variables:
+            return np.asarray(variables[name])
+    planes = [name for name, value in variables.items() if np.ndim(value) == 2]
+    if len(planes) != 1:
+        raise KeyError(f"{path}: cannot tell which variable is the measurement; pass --key, one of {sorted(variables)}")
+    return np.asarray(variables[planes[0]])
+
+
+def _check_geometry(measurement: Tensor, mask2d: Tensor, bands: int, step: int) -> None:
+    """The measurement must be the mask's height and its width + (bands - 1) * step."""
+    height, width = mask2d.shape
+    expected = (height, width + (bands - 1) * step)
+    if tuple(measurement.shape) != expected:
+        raise ValueError(
+            f"the measurement is {measurement.shape[0]}x{measurement.shape[1]} but the {height}x{width} mask "
+            f"needs {expected[0]}x{expected[1]}: same height, and the mask's width + (bands - 1) * step = "
+            f"{width} + {bands - 1} * {step} for {bands} bands dispersed by {step} pixels each"
+        )
+
+
+def prepare_measurement(measurement: Tensor, *, peak: float = TOOLBOX_PEAK) -> Tensor:
+    """The toolbox's real-data normalisation: clip to [0, 1], then scale so the maximum is ``peak``."""
+    if not peak > 0:
+        raise ValueError(f"peak must be positive, got {peak}")
+    clipped = measurement.clamp(0.0, 1.0)
+    top = clipped.max()
+    if top <= 0:
+        raise ValueError("the measurement is zero (or negative) everywhere: nothing to reconstruct")
+    return clipped / top * peak
+
+
+def reconstruct_measurement(
+    model: nn.Module,
+    measurement: Tensor,
+    mask2d: cassi.MaskSource,
+    *,
+    input_setting: str,
+    mask_setting: str,
+    peak: float = TOOLBOX_PEAK,
+    bands: int = cassi.BANDS,
+    step: int = cassi.STEP,
+    device: Optional[Union[str, torch.device]] = None,
+) -> Tensor:
+    """Reconstruct a cube [bands, H, W] in [0, 1] (float32, on the CPU) from a measurement [H, W'] and its mask.
+
+    The measurement is normalised by :func:`prepare_measurement` (see the module docstring for why its 'H' input
+    is the ``shift_back`` of the normalised measurement), the mask ``mask2d`` [H, W] must fit it exactly
+    (W' = W + (bands - 1) * step), and the model runs in eval mode under ``torch.no_grad`` on ``device`` (default:
+    the model's), its mode restored afterwards. ``input_setting`` / ``mask_setting`` are the backbone's
+    (``backbone_preset(name).input_setting`` / ``.mask_setting``).
+    """
+    measurement = torch.as_tensor(measurement, dtype=torch.float32)
+    if measurement.dim() != 2:
+        raise ValueError(f"the measurement must be 2-D [H, W'], got shape {list(measurement.shape)}")
+    mask2d = cassi.load_mask(mask2d)
+    _check_geometry(measurement, mask2d, bands, step)
+    if device is None:
+        device = next(model.parameters(), torch.empty(0)).device
+    y = prepare_measurement(measurement, peak=peak) * (bands / 2)  # measurement_to_input divides by bands / 2
+    mask3d = cassi.mask3d(mask2d.to(device), bands)
+    net_input = cassi.measurement_to_input(y.unsqueeze(0).to(device), mask3d, input_setting, step)
+    mask_input = cassi.mask_input(mask3d, mask_setting, step)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            cube = model(net_input, mask_input)
+    finally:
+        model.train(was_training)
+    return cube[0].clamp(0.0, 1.0).float().cpu()
+
+
+def save_cube(directory: PathLike, cube: Tensor) -> Path:
+    """Write ``cube`` [28, H, W] as ``cube.safetensors`` (with the CASSI ``wavelengths``) and ``cube.mat`` (``img``
+    [H, W, 28]) in ``directory``, atomically; returns the directory."""
+    directory = Path(directory)
+    tensors = {"cube": cube}
+    if cube.shape[0] == len(CASSI_WAVELENGTHS):
+        tensors["wavelengths"] = CASSI_WAVELENGTHS
+    save_tensors(tensors, directory / "cube.safetensors")
+    with atomic_path(directory / "cube.mat") as temporary, open(temporary, "wb") as file:
+        scipy.io.savemat(file, {"img": cube.permute(1, 2, 0).numpy()})
+    return directory
+
+
+def reconstruct_command(args: argparse.Namespace) -> Path:
+    """Run ``spectral-prior reconstruct``; returns the output folder."""
+    require_matplotlib()
+    measurement = read_measurement(args.measurement, args.key)
+    mask2d = cassi.load_mask(args.mask)
+    _check_geometry(measurement, mask2d, cassi.BANDS, cassi.STEP)  # before the (slow) model load
+    model, backbone = load_model_and_backbone(args.checkpoint, args.backbone)
+    preset = backbone_preset(backbone)
+    cube = reconstruct_measurement(
+        model.to(resolve_device(args.device)),
+        measurement,
+        mask2d,
+        input_setting=preset.input_setting,
+        mask_setting=preset.mask_setting,
+        peak=args.peak,
+    )
+    output = save_cube(args.output, cube)
+    save_preview(output / "preview.png", cube)
+    return output
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``spectral-prior reconstruct`` options."""
+    parser.add_argument("--checkpoint", help="a saved run directory, Hub repo id, or weights file (with --backbone); "
+                        "leave out to run a freshly initialised --backbone")
+    parser.add_argument("--backbone", help="the architecture (mst_s, mst_m, mst_l, bisrnet, ...); read from the "
+                        "checkpoint's config when left out")
+    parser.add_argument("--measurement", required=True, help="the 2-D measurement [H, W + 54] (.mat or .npy), "
+                        "values in [0, 1] as a sensor reads them (the toolbox clips to that range)")
+    parser.add_argument("--key", help=f"its variable in a .mat file (default: one of {', '.join(MEASUREMENT_KEYS)})")
+    parser.add_argument("--mask", required=True, help="the coded aperture [H, W] it was taken with (.mat or .npy)")
+    parser.add_argument("--peak", type=float, default=TOOLBOX_PEAK,
+                        help=f"the measurement's maximum after normalisation (default {TOOLBOX_PEAK}, the toolbox's)")
+    parser.add_argument("--output", required=True, help="folder for cube.safetensors, cube.mat and preview.png")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1...")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``spectral-prior reconstruct``: 0 on success, 2 with a one-line message on bad input."""
+    try:
+        output = reconstruct_command(args)
+    except USER_ERRORS as err:
+        print(f"spectral-prior reconstruct: error: {error_message(err)}", file=sys.stderr)
+        return 2
+    print(f"saved {output / 'cube.safetensors'}, {output / 'cube.mat'} and {output / 'preview.png'}")
+    return 0
