@@ -2,6 +2,7 @@
 
 A *prior source* is one of
 
+* ``"default"`` (a key of :data:`EMBEDDED_PRIORS`): the MST-S prior that ships inside the package, offline;
 * a published name, a key of :data:`PUBLISHED_PRIORS` (for example ``"mst_s-sdp"``);
 * a local directory holding a saved prior (``config.json`` + ``model.safetensors``);
 * a Hub repo id ``"owner/name"``, optionally pinned as ``"owner/name@revision"`` where the
@@ -33,6 +34,7 @@ from huggingface_hub.errors import (
 
 __all__ = [
     "DEFAULT_FILES",
+    "EMBEDDED_PRIORS",
     "PUBLISHED_PRIORS",
     "PriorDownloadError",
     "download_prior",
@@ -49,6 +51,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: (``"spectral-prior/mst_s-sdp"``). Nothing is published yet, so the mapping is empty; add an
 #: entry here in the same commit that uploads the repo with :func:`push_to_hub`.
 PUBLISHED_PRIORS: dict[str, str] = {}
+
+#: Priors shipped as package data: name -> folder under ``spectral_prior/pretrained``; no network needed.
+EMBEDDED_PRIORS: dict[str, str] = {"default": "mst_s_sdp"}
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 #: Files every saved prior directory holds.
 DEFAULT_FILES: tuple[str, ...] = ("config.json", "model.safetensors")
@@ -68,7 +74,7 @@ class PriorDownloadError(OSError):
 
 
 def _accepted_forms() -> str:
-    names = ", ".join(sorted(PUBLISHED_PRIORS)) or "none published yet"
+    names = ", ".join(sorted(EMBEDDED_PRIORS) + sorted(PUBLISHED_PRIORS))
     return (
         f"a prior source is a published name ({names}), an existing local directory, "
         "or a Hub repo id 'owner/name' optionally pinned as 'owner/name@revision'"
@@ -100,6 +106,11 @@ def resolve_prior_source(source: PathLike) -> str:
         raise TypeError(f"prior source must be a str or a path, not {type(source).__name__}")
     if source and _is_local_dir(source):
         return source
+    if source in EMBEDDED_PRIORS:
+        embedded = PRETRAINED_DIR / EMBEDDED_PRIORS[source]
+        if not (embedded / "config.json").is_file():
+            raise FileNotFoundError(f"the embedded prior {source!r} is missing from {embedded}: reinstall spectral-prior")
+        return str(embedded)
     if _REPO_ID_RE.match(source) and _missing_local_path(source):
         raise ValueError(
             f"{source!r} is not a local directory nor a Hub repo id: the folder {source.split('/', 1)[0]!r} exists "

@@ -67,16 +67,16 @@ def test_resolve_prior_source_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for repo in ("owner/name", "spectral-prior/mst_s-sdp", "a.b/c_d@v1.0", "o/n@refs/pr/3", "o/n@" + "f" * 40):
         assert resolve_prior_source(repo) == repo
 
-    with pytest.raises(ValueError, match=r"unknown prior name 'mst_l-sdp'.*published name \(mst_s-sdp\)"):
+    with pytest.raises(ValueError, match=r"unknown prior name 'mst_l-sdp'.*published name \(default, mst_s-sdp\)"):
         resolve_prior_source("mst_l-sdp")
     for bad in ("", "a/b/c", "./not/here", "owner/", "owner/name@", "-owner/name", "own--er/name", "a b/c"):
         with pytest.raises(ValueError, match=r"not a local directory nor a Hub repo id.*'owner/name@revision'"):
             resolve_prior_source(bad)
 
 
-def test_unknown_name_lists_that_none_are_published(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_name_lists_the_embedded_and_published_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub, "PUBLISHED_PRIORS", {})
-    with pytest.raises(ValueError, match=r"unknown prior name 'nope': .*none published yet"):
+    with pytest.raises(ValueError, match=r"unknown prior name 'nope': .*published name \(default\)"):
         download_prior("nope")
 
 
