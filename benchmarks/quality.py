@@ -1,6 +1,7 @@
 """Does the prior pay? Baseline vs SDP-injected backbone at equal training budget, several seeds, held-out scenes.
 
     python benchmarks/quality.py --budget cpu [--backbones mst_s bisrnet] [--seeds 0 1] [--threads 1]
+    python benchmarks/quality.py --budget cpu --backbones mst_s --seeds 0 --variants sdp sdp-D64 sdp-T1 ...
 
 For each backbone and seed, with the same data, batch, crop, mask and seed (``spectral_prior.train``'s recipe):
 
@@ -8,6 +9,7 @@ For each backbone and seed, with the same data, batch, crop, mask and seed (``sp
 * ``+SDP``: stage 1 for ``steps / 2``, stage 2a (prior only, cheap) for ``steps / 4``, stage 2b for ``steps / 2``:
   the backbone sees the same number of optimisation steps as the baseline.
 
+``--variants`` adds ablations of the SDP recipe (see :data:`VARIANTS`), each compared with the same baseline.
 Both are scored on held-out procedural scenes (a seed no training or validation step used) and on every real CAVE
 cube in ../shared/data/cubes, through the real 256x256 TSA mask. Each finished run is kept as JSON under
 ``--out/BUDGET``, so an interrupted study resumes where it stopped (and its training runs resume from their
@@ -16,6 +18,7 @@ checkpoints). Prints the table and writes ``quality-BUDGET.json``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -39,6 +42,15 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(steps=4, batch=2, crop=32, scenes=4, scene_size=64, test_scenes=2, test_size=64),
     "cpu": dict(steps=500, batch=4, crop=64, scenes=32, scene_size=128, test_scenes=8, test_size=128),
     "gpu": dict(steps=20_000, batch=8, crop=256, scenes=512, scene_size=384, test_scenes=16, test_size=256),
+}
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "sdp": {},  # the default recipe
+    "sdp-D64": {"prior": {"prior_dim": 64}},  # a smaller prior vector
+    "sdp-T1": {"prior": {"steps": 1}},  # one diffusion step instead of four
+    "sdp-deep": {"layers": r"(?:.+\.)?(?:bottleneck|decoder_layers\.\d+\.2)"},  # bottleneck + decoder only
+    "sdp-ema": {"ema": 0.999},  # an EMA of the weights
 }
 
 
@@ -79,7 +91,8 @@ def run_one(backbone: str, variant: str, seed: int, budget_name: str, out: Path)
         final = train(_config(backbone, seed, budget, run, stage="baseline"), resume=True)
     else:
         half = max(1, budget["steps"] // 2)
-        final = train_all(_config(backbone, seed, budget, run, steps=half), distill_steps=max(1, half // 2), resume=True)
+        config = _config(backbone, seed, budget, run, steps=half, **VARIANTS[variant])
+        final = train_all(config, distill_steps=max(1, half // 2), resume=True)
     result = {
         "backbone": backbone, "variant": variant, "seed": seed, "budget": budget_name, **budget,
         "train_seconds": _train_seconds(run), "wall_seconds_this_invocation": time.perf_counter() - started,
@@ -90,13 +103,16 @@ def run_one(backbone: str, variant: str, seed: int, budget_name: str, out: Path)
     return result
 
 
-def prior_cost(backbone: str, size: int = 256) -> dict[str, float]:
-    """Parameters and FLOPs the injected prior + SPIMs add at inference (teacher excluded), at ``size``^2."""
-    model = sp.inject_prior(sp.adapters.create_backbone(backbone), backbone_preset(backbone).name,
-                            prior=sp.SpectralDiffusionPrior()).eval()
+def prior_cost(backbone: str, variant: str = "sdp", size: int = 256) -> dict[str, float]:
+    """Parameters and FLOPs a variant's prior + SPIMs add at inference (teacher excluded), at ``size``^2."""
+    changes = VARIANTS[variant]
+    preset = backbone_preset(backbone)
+    prior = sp.SpectralDiffusionPrior(sp.PriorConfig(**changes.get("prior", {})))
+    model = sp.inject_prior(sp.adapters.create_backbone(backbone), changes.get("layers", preset.name), prior=prior,
+                            condition=preset.condition).eval()
     injector = sp.get_injector(model)
     params = sum(p.numel() for n, p in injector.named_parameters() if "teacher_hfe" not in n)
-    args = backbone_preset(backbone).example_inputs(torch.device("cpu"), torch.float32)[0]
+    args = preset.example_inputs(torch.device("cpu"), torch.float32)[0]
     args = tuple(torch.nn.functional.interpolate(a, size=(size, size + a.shape[-1] - a.shape[-2])) for a in args)
     with injector.disable():
         bare = count_flops(model, *args)
@@ -107,27 +123,32 @@ def _spread(values: list[float]) -> str:
     return f"{min(values):+.2f}..{max(values):+.2f}" if len(values) > 1 else "one seed"
 
 
-def table(results: list[dict[str, Any]], costs: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+def _row(backbone: str, variant: str, split: str, runs: dict, seeds: list[int], cost: dict) -> dict[str, Any]:
+    """One table row: ``variant`` against the baseline on the ``split`` scenes, averaged over ``seeds``."""
+    mean = lambda name, key: statistics.mean(runs[(name, s)][split][key] for s in seeds)
+    seconds = lambda name: statistics.mean(runs[(name, s)]["train_seconds"] for s in seeds)
+    gains = [runs[(variant, s)][split]["psnr"] - runs[("baseline", s)][split]["psnr"] for s in seeds]
+    return {
+        "backbone": backbone, "variant": variant, "test scenes": split, "seeds": len(seeds),
+        "baseline PSNR": mean("baseline", "psnr"), "+SDP PSNR": mean(variant, "psnr"),
+        "gain (dB)": statistics.mean(gains), "gain per seed": _spread(gains),
+        "baseline SSIM": mean("baseline", "ssim"), "+SDP SSIM": mean(variant, "ssim"),
+        "baseline SAM": mean("baseline", "sam"), "+SDP SAM": mean(variant, "sam"),
+        "train s (base/SDP)": f"{seconds('baseline'):.0f}/{seconds(variant):.0f}",
+        "params added": cost["params_added"], "GFLOPs added": cost["gflops_added"],
+    }
+
+
+def table(results: list[dict[str, Any]], costs: dict[tuple[str, str], dict[str, float]]) -> list[dict[str, Any]]:
+    """Rows for every (backbone, variant, test split) with at least one seed holding both runs."""
     rows = []
-    for backbone in sorted({r["backbone"] for r in results}):
-        for split in ("procedural", "real"):
-            by_seed = {(r["variant"], r["seed"]): r for r in results if r["backbone"] == backbone}
-            seeds = sorted({s for v, s in by_seed if (("baseline", s) in by_seed and ("sdp", s) in by_seed)})
-            if not seeds:
-                continue
-            mean = lambda variant, key: statistics.mean(by_seed[(variant, s)][split][key] for s in seeds)
-            gains = [by_seed[("sdp", s)][split]["psnr"] - by_seed[("baseline", s)][split]["psnr"] for s in seeds]
-            rows.append({
-                "backbone": backbone, "test scenes": split, "seeds": len(seeds),
-                "baseline PSNR": mean("baseline", "psnr"), "+SDP PSNR": mean("sdp", "psnr"),
-                "gain (dB)": statistics.mean(gains), "gain per seed": _spread(gains),
-                "baseline SSIM": mean("baseline", "ssim"), "+SDP SSIM": mean("sdp", "ssim"),
-                "baseline SAM": mean("baseline", "sam"), "+SDP SAM": mean("sdp", "sam"),
-                "train s (base/SDP)": f"{statistics.mean(by_seed[('baseline', s)]['train_seconds'] for s in seeds):.0f}"
-                                      f"/{statistics.mean(by_seed[('sdp', s)]['train_seconds'] for s in seeds):.0f}",
-                "params added": costs[backbone]["params_added"],
-                "GFLOPs added": costs[backbone]["gflops_added"],
-            })
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in results)]
+    backbones = sorted({r["backbone"] for r in results})
+    for backbone, variant, split in itertools.product(backbones, variants, ("procedural", "real")):
+        runs = {(r["variant"], r["seed"]): r for r in results if r["backbone"] == backbone}
+        seeds = sorted(s for v, s in runs if v == variant and ("baseline", s) in runs)
+        if seeds:
+            rows.append(_row(backbone, variant, split, runs, seeds, costs[(backbone, variant)]))
     return rows
 
 
@@ -136,6 +157,8 @@ def main() -> None:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     parser.add_argument("--backbones", nargs="+", default=["mst_s", "bisrnet"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--variants", nargs="+", default=["sdp"], choices=sorted(VARIANTS),
+                        help="SDP recipes to compare with the baseline (default: the default recipe)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality")
     parser.add_argument("--report-only", action="store_true", help="only tabulate the runs already finished")
@@ -147,21 +170,23 @@ def main() -> None:
     results = []
     for backbone in args.backbones:
         for seed in args.seeds:
-            for variant in ("baseline", "sdp"):
+            for variant in ("baseline", *(VARIANTS if args.report_only else args.variants)):
                 cached = out / f"{backbone}-{variant}-seed{seed}.json"
                 if args.report_only:
                     if cached.is_file():
                         results.append(json.loads(cached.read_text()))
                     continue
                 results.append(run_one(backbone, variant, seed, args.budget, out))
-    costs = {backbone: prior_cost(backbone) for backbone in {r["backbone"] for r in results}}
+    costs = {(r["backbone"], r["variant"]): prior_cost(r["backbone"], r["variant"])
+             for r in results if r["variant"] != "baseline"}
     rows = table(results, costs)
     budget = BUDGETS[args.budget]
     print(f"\nQuality at equal budget ({args.budget}: {budget['steps']} backbone steps, batch {budget['batch']}, "
           f"{budget['crop']}px crops of {budget['scenes']} procedural scenes; real TSA mask), "
           f"{torch.get_num_threads()} CPU threads\n")
     print(markdown_table(rows) if rows else "no finished (baseline, +SDP) pairs yet")
-    path = write_json(f"quality-{args.budget}", {"budget": budget, "rows": rows, "runs": results, "costs": costs},
+    path = write_json(f"quality-{args.budget}", {"budget": budget, "rows": rows, "runs": results,
+                                                 "costs": {f"{b}/{v}": c for (b, v), c in costs.items()}},
                       args.out / f"quality-{args.budget}.json")
     print(f"written {path}")
 

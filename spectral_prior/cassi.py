@@ -23,6 +23,7 @@ __all__ = [
     "shift",
     "shift_back",
     "load_mask",
+    "random_mask",
     "mask3d",
     "measure",
     "measurement_to_input",

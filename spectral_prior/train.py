@@ -9,7 +9,7 @@ Stages (arXiv 2507.13769, DiffIR-style):
 * ``all``: stage1, stage2a and stage2b one after the other, in sub-folders of the output, ending in ``OUTPUT/final``.
 
 Every run writes to its output folder ``train_config.json``, ``log.jsonl`` (losses, learning rate, throughput and
-validation PSNR), atomic checkpoints ``checkpoints/step-NNNNNN/`` (weights as safetensors; optimizer, scheduler,
+validation PSNR), atomic checkpoints ``checkpoints/step-NNNNNNN/`` (weights as safetensors; optimizer, scheduler,
 EMA and RNG states) named by ``checkpoints/latest.json``, and at the end ``final/``: the trained model in the
 format :func:`spectral_prior.load_model` and ``inject_prior(..., prior=DIR)`` read and ``push_to_hub`` publishes.
 """
@@ -592,10 +592,11 @@ class Trainer:
 
 
 def _training_card(config: TrainConfig) -> str:
-    data = f"{config.scenes} procedural scenes" if config.data == "procedural" else f"cubes from {config.data}"
+    data = f"{config.scenes} procedural scenes" if config.data == "procedural" else f"cubes from {Path(config.data).name}"
+    mask = "a random binary mask" if config.mask == "random" else Path(config.mask).name  # no local paths in cards
     return (
         f"{config.stage}, {config.steps} steps of batch {config.batch} on {config.crop}x{config.crop} crops of "
-        f"{data}, mask {config.mask}, seed {config.seed}"
+        f"{data}, mask {mask}, seed {config.seed}"
     )
 
 
@@ -678,11 +679,10 @@ def config_from_arguments(args: argparse.Namespace) -> TrainConfig:
     if prior:
         given["prior"] = prior
     stage = given.get("stage")
-    saved_file = Path(given.get("output", TrainConfig.output)) / RUN_CONFIG_FILE
-    if args.resume and stage != "all" and saved_file.is_file():
-        base = load_json(saved_file)
-    else:
-        base = {}
+    output = Path(given.get("output", TrainConfig.output))
+    saved_file = (output / "stage1" if stage == "all" else output) / RUN_CONFIG_FILE  # train_all's first stage
+    base = load_json(saved_file) if args.resume and saved_file.is_file() else {}
+    base.pop("output", None)
     merged = {**base, **given}
     if stage == "all":
         merged["stage"] = "stage1"

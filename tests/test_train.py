@@ -214,3 +214,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("spectral-prior train: error:") and "init" in err and "Traceback" not in err
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_stage_all_runs_three_stages_and_resumes_from_the_output_alone(tmp_path, capsys):
+    from spectral_prior.cli import main
+
+    output = tmp_path / "all"
+    assert main(tiny_flags(output, "--stage", "all", "--steps", "2", "--distill-steps", "1")) == 0
+    assert sorted(p.name for p in output.iterdir()) == ["final", "stage1", "stage2a", "stage2b"]
+    assert json.loads((output / "final" / "config.json").read_text())["backbone"]["name"] == "mst_s"
+    assert main(["train", "--stage", "all", "--distill-steps", "1", "--output", str(output), "--resume", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"saved {output / 'final'}")
