@@ -12,6 +12,7 @@ from typing import Sequence
 from . import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("spectral_prior.demo", "reconstruct a test scene with a bare and an SDP-injected backbone, offline"),
     "train": ("spectral_prior.train", "train a backbone, or a spectral diffusion prior for it, in stages"),
     "eval": ("spectral_prior.evaluate", "score a model on simulated measurements of scenes: PSNR, SSIM, SAM, figures"),
     "reconstruct": ("spectral_prior.reconstruct", "reconstruct a cube from a real 2-D CASSI measurement"),

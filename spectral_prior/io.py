@@ -34,9 +34,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
-    os.chmod(temporary, _FILE_MODE)
     try:
         yield Path(temporary)
+        os.chmod(temporary, _FILE_MODE)  # writers such as safetensors may have re-created it owner-only
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

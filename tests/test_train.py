@@ -225,3 +225,4 @@ def test_stage_all_runs_three_stages_and_resumes_from_the_output_alone(tmp_path,
     assert json.loads((output / "final" / "config.json").read_text())["backbone"]["name"] == "mst_s"
     assert main(["train", "--stage", "all", "--distill-steps", "1", "--output", str(output), "--resume", "--quiet"]) == 0
     assert capsys.readouterr().out.strip().endswith(f"saved {output / 'final'}")
+

@@ -235,7 +235,8 @@ class BiSRNet(nn.Module):
     """BiSRNet: a full-precision fusion of input and mask, ``stage`` binarized U-Nets, full-precision in/out convs.
 
     Args:
-        in_channels, out_channels: spectral bands (28).
+        in_channels: spectral bands of the input (28).
+        out_channels: spectral bands of the output (28).
         n_feat: feature channels.
         stage: number of stacked U-Net bodies (1 in the official model).
         num_blocks: depth of each body's encoder levels and bottleneck.
