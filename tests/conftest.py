@@ -1,8 +1,36 @@
 """Shared fixtures: paths to the real data in ../shared/data and small helpers."""
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+
+def _let_torchvision_import_without_its_ops() -> None:
+    """Make a CUDA build of torchvision importable next to a CPU-only torch (what pip finds on PyPI for Linux).
+
+    Its C++ ops cannot load there (they link libtorch_cuda), which torchvision tolerates, but its import then fails
+    registering a fake kernel for the op ``torchvision::nms`` that was never declared, and timm imports torchvision.
+    Declaring the two ops it registers kernels for lets the Python side (FrozenBatchNorm2d, transforms) import; the
+    ops themselves still raise torchvision's own "Couldn't load custom C++ ops". Nothing changes where torchvision
+    imports on its own.
+    """
+    try:
+        import torchvision  # noqa: F401
+        return
+    except RuntimeError as err:
+        if "torchvision::nms does not exist" not in str(err):
+            raise
+    for name in [name for name in sys.modules if name == "torchvision" or name.startswith("torchvision.")]:
+        del sys.modules[name]  # the half-imported package, so that the next import starts over
+    for op in ("nms", "qnms"):
+        torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    import torchvision  # noqa: F401
+
+
+if importlib.util.find_spec("torchvision") is not None:  # before any test module imports timm
+    _let_torchvision_import_without_its_ops()
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -63,6 +63,13 @@ def test_mst_parameter_counts(constructor, expected):
     assert sum(p.numel() for p in constructor().parameters()) == expected
 
 
+# The reference was recorded with 2 intra-op threads; other thread counts (the suite runs with 1) reorder float
+# reductions, which moves MST's outputs by ~1e-5 and, through sign(), BiSRNet's by ~1e-4. With the recording's thread
+# count both match bit for bit; an architecture or weight-loading error moves them by 1e-2 or more.
+MST_TOLERANCE = dict(rtol=1e-4, atol=1e-4)
+BISRNET_TOLERANCE = dict(rtol=1e-3, atol=5e-4)
+
+
 @torch.no_grad()
 def test_mst_s_output_equals_toolbox(real_mask):
     """The fixture holds the toolbox MST's output for these weights and inputs (generated once from its source)."""
@@ -71,8 +78,8 @@ def test_mst_s_output_equals_toolbox(real_mask):
     model.load_state_dict(deterministic_weights(model), strict=True)
     x = torch.rand(1, 28, 256, 256, generator=torch.Generator().manual_seed(1))
     out = model(x, loop_shift(real_mask.expand(1, 28, 256, 256)))
-    torch.testing.assert_close(out[:, :, ::8, ::8], reference["mst_s_out_sub"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), reference["mst_s_out_band_mean"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[:, :, ::8, ::8], reference["mst_s_out_sub"], **MST_TOLERANCE)
+    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), reference["mst_s_out_band_mean"], **MST_TOLERANCE)
 
 
 @torch.no_grad()
@@ -82,12 +89,12 @@ def test_official_bisrnet_output_equals_toolbox(official_bisrnet, real_mask):
     torch.rand(3, 28, 256, 256, generator=generator)  # the MST inputs drawn first when the fixture was made
     y = torch.rand(1, 28, 256, 256, generator=generator)
     out = official_bisrnet(y, real_mask.expand(1, 28, 256, 256))
-    torch.testing.assert_close(out[:, :, ::8, ::8], reference["bisrnet_out_sub"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), reference["bisrnet_out_band_mean"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[:, :, ::8, ::8], reference["bisrnet_out_sub"], **BISRNET_TOLERANCE)
+    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), reference["bisrnet_out_band_mean"], **BISRNET_TOLERANCE)
     # A size that is not a multiple of 8 goes through the reflect padding.
     y_odd = torch.rand(1, 28, 60, 68, generator=generator)
     out_odd = official_bisrnet(y_odd, real_mask[:60, :68].expand(1, 28, 60, 68))
-    torch.testing.assert_close(out_odd, reference["bisrnet_60x68_out"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_odd, reference["bisrnet_60x68_out"], **BISRNET_TOLERANCE)
 
 
 @torch.no_grad()

@@ -39,28 +39,6 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
-def _let_torchvision_import_without_its_ops() -> None:
-    """Make a CUDA build of torchvision importable next to a CPU-only torch (what pip finds on PyPI for Linux).
-
-    Its C++ ops cannot load there (they link libtorch_cuda), which torchvision tolerates, but its import then fails
-    registering a fake kernel for the op ``torchvision::nms`` that was never declared, and timm imports torchvision.
-    Declaring the two ops it registers kernels for lets the Python side (FrozenBatchNorm2d, transforms) import; the
-    ops themselves still raise torchvision's own "Couldn't load custom C++ ops". Nothing changes where torchvision
-    imports on its own.
-    """
-    try:
-        import torchvision
-        return
-    except RuntimeError as err:
-        if "torchvision::nms does not exist" not in str(err):
-            raise
-    for name in [name for name in sys.modules if name == "torchvision" or name.startswith("torchvision.")]:
-        del sys.modules[name]  # the half-imported package, so that the next import starts over
-    for op in ("nms", "qnms"):
-        torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    import torchvision  # noqa: F401
-
-
 @pytest.fixture(scope="module")
 def timm() -> ModuleType:
     """timm, with spectral-prior's models registered."""
@@ -69,7 +47,6 @@ def timm() -> ModuleType:
         if _in_ci():
             pytest.fail(f"{message}: CI must run the timm tests", pytrace=False)
         pytest.skip(message)
-    _let_torchvision_import_without_its_ops()
     import timm
 
     import spectral_prior.timm_models  # noqa: F401 - registers the models
