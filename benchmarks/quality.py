@@ -108,8 +108,9 @@ def prior_cost(backbone: str, variant: str = "sdp", size: int = 256) -> dict[str
     changes = VARIANTS[variant]
     preset = backbone_preset(backbone)
     prior = sp.SpectralDiffusionPrior(sp.PriorConfig(**changes.get("prior", {})))
+    example = preset.example_inputs(torch.device("cpu"), torch.float32)
     model = sp.inject_prior(sp.adapters.create_backbone(backbone), changes.get("layers", preset.name), prior=prior,
-                            condition=preset.condition).eval()
+                            condition=preset.condition, example_inputs=example).eval()
     injector = sp.get_injector(model)
     params = sum(p.numel() for n, p in injector.named_parameters() if "teacher_hfe" not in n)
     args = preset.example_inputs(torch.device("cpu"), torch.float32)[0]

@@ -207,7 +207,8 @@ def _build_model(config: TrainConfig) -> nn.Module:
     if config.stage == "stage1" and not injected:
         preset = backbone_preset(config.backbone)
         prior = SpectralDiffusionPrior(PriorConfig(**config.prior))
-        inject_prior(model, config.layers or preset.name, prior=prior, condition=preset.condition)
+        example = preset.example_inputs(torch.device("cpu"), torch.float32)  # probes the blocks --layers picks
+        inject_prior(model, config.layers or preset.name, prior=prior, condition=preset.condition, example_inputs=example)
     if config.stage in ("stage2a", "stage2b"):
         if not injected or not isinstance(get_injector(model).prior, SpectralDiffusionPrior):
             raise ValueError(f"{config.stage} continues a stage-1 run, but init={config.init} holds no trained prior")

@@ -226,3 +226,8 @@ def test_stage_all_runs_three_stages_and_resumes_from_the_output_alone(tmp_path,
     assert main(["train", "--stage", "all", "--distill-steps", "1", "--output", str(output), "--resume", "--quiet"]) == 0
     assert capsys.readouterr().out.strip().endswith(f"saved {output / 'final'}")
 
+
+
+def test_stage1_with_a_layers_regex_modulates_those_blocks(tmp_path):
+    final = train(tiny(tmp_path, steps=1, layers=r"(?:.+\.)?(?:bottleneck|decoder_layers\.\d+\.2)"), progress=False)
+    assert sp.get_injector(sp.load_model(final)).targets == ["bottleneck", "decoder_layers.0.2", "decoder_layers.1.2"]
