@@ -1,6 +1,8 @@
 """The ``spectral-prior`` command: one subcommand per job, each defined next to the code it runs.
 
-A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
+A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status). A user error
+(bad path, bad value, missing extra, a prior that cannot be downloaded) raised by ``run`` ends the command with one
+line on stderr, ``spectral-prior COMMAND: error: ...``, and exit status 2, as argparse does for bad options.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import sys
 from typing import Sequence
 
 from . import __version__
+
+USER_ERRORS = (ValueError, KeyError, ImportError, OSError)  # OSError: missing files, downloads (PriorDownloadError)
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("spectral_prior.demo", "reconstruct a test scene with a bare and an SDP-injected backbone, offline"),
@@ -34,10 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(err: BaseException) -> str:
+    """An exception as one line for the user (a KeyError's message without the quotes ``str()`` adds)."""
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    return " ".join(str(message).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spectral-prior`` console script."""
     args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except USER_ERRORS as err:
+        print(f"spectral-prior {args.command}: error: {error_message(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

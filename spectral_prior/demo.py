@@ -11,7 +11,6 @@ Options point it at your own cube (``--cube``), mask (``--mask``), models (``--c
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 from . import cassi, metrics
 from .adapters.registry import backbone_preset
 from .data import ProceduralCubes, read_cube, to_cassi_bands
-from .evaluate import center_crop, error_message, load_model_and_backbone, size_multiple
+from .evaluate import center_crop, load_model_and_backbone, size_multiple
 from .hub import PRETRAINED_DIR
 
 DEFAULT_SDP = "default"
@@ -117,14 +116,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Entry point of ``spectral-prior demo``."""
     if args.quick:
         args.size = 64
-    try:
-        models = {
-            "bare": load_model_and_backbone(args.baseline, None),
-            "sdp": load_model_and_backbone(args.checkpoint, None),
-        }
-        return _real(args, models) if args.measurement else _simulated(args, models)
-    except (ValueError, FileNotFoundError, KeyError, ImportError, OSError) as err:
-        print(f"spectral-prior demo: error: {error_message(err)}", file=sys.stderr)
-        return 2
+    models = {
+        "bare": load_model_and_backbone(args.baseline, None),
+        "sdp": load_model_and_backbone(args.checkpoint, None),
+    }
+    return _real(args, models) if args.measurement else _simulated(args, models)

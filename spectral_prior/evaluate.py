@@ -20,7 +20,6 @@ import argparse
 import csv
 import io
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -33,7 +32,7 @@ from . import cassi, metrics
 from .adapters.mst import MST
 from .adapters.registry import backbone_preset
 from .data import CubeFolder, ProceduralCubes
-from .hub import PriorDownloadError, download_prior
+from .hub import download_prior
 from .io import atomic_path, save_json
 from .models import load_model
 from .prior import CONFIG_FILE, read_config
@@ -45,7 +44,6 @@ __all__ = [
 ]
 
 METRICS = ("psnr", "ssim", "sam")
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, PriorDownloadError, ImportError)
 """Errors that mean bad input: the commands print them in one line instead of a traceback."""
 
 Device = Union[str, torch.device]
@@ -259,12 +257,6 @@ def _candidate(checkpoint: Optional[str], backbone: Optional[str], device: torch
     return _Candidate(label=label, checkpoint=checkpoint, backbone=name, model=model.to(device))
 
 
-def error_message(err: BaseException) -> str:
-    """An exception as one line for the user (a KeyError's message without the quotes ``str()`` adds)."""
-    message = err.args[0] if isinstance(err, KeyError) and err.args else err
-    return " ".join(str(message).split())
-
-
 def resolve_device(name: str) -> torch.device:
     """``'auto'``: CUDA when available, else the CPU; anything else as torch reads it (``'cuda:1'``...)."""
     if name == "auto":
@@ -382,10 +374,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``spectral-prior eval``: 0 on success, 2 with a one-line message on bad input."""
-    try:
-        evaluate_command(args)
-    except USER_ERRORS as err:
-        print(f"spectral-prior eval: error: {error_message(err)}", file=sys.stderr)
-        return 2
+    """Entry point of ``spectral-prior eval``."""
+    evaluate_command(args)
     return 0

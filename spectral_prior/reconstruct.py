@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Optional, Union
 
@@ -27,7 +26,7 @@ from torch import Tensor, nn
 from . import cassi
 from .adapters.registry import backbone_preset
 from .data import CASSI_WAVELENGTHS
-from .evaluate import USER_ERRORS, error_message, load_model_and_backbone, resolve_device
+from .evaluate import load_model_and_backbone, resolve_device
 from .io import atomic_path, save_tensors
 from .viz import require_matplotlib, save_preview
 
@@ -193,11 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``spectral-prior reconstruct``: 0 on success, 2 with a one-line message on bad input."""
-    try:
-        output = reconstruct_command(args)
-    except USER_ERRORS as err:
-        print(f"spectral-prior reconstruct: error: {error_message(err)}", file=sys.stderr)
-        return 2
+    """Entry point of ``spectral-prior reconstruct``."""
+    output = reconstruct_command(args)
     print(f"saved {output / 'cube.safetensors'}, {output / 'cube.mat'} and {output / 'preview.png'}")
     return 0

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -691,15 +690,12 @@ def config_from_arguments(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_arguments(args)
-        if getattr(args, "stage", None) == "all":
-            final = train_all(config, distill_steps=args.distill_steps, resume=args.resume, progress=not args.quiet)
-        else:
-            final = train(config, resume=args.resume, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"spectral-prior train: error: {err}", file=sys.stderr)
-        return 2
+    """Entry point of ``spectral-prior train``."""
+    config = config_from_arguments(args)
+    if getattr(args, "stage", None) == "all":
+        final = train_all(config, distill_steps=args.distill_steps, resume=args.resume, progress=not args.quiet)
+    else:
+        final = train(config, resume=args.resume, progress=not args.quiet)
     if Processes.from_environment().is_main:
         print(f"saved {final}")
     return 0
