@@ -350,12 +350,18 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, Any]:
     return report
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``spectral-prior eval`` options."""
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, ``--backbone`` and ``--device``: which model a command runs, and where."""
     parser.add_argument("--checkpoint", help="a saved run directory, Hub repo id, or weights file (with --backbone); "
-                        "leave out to score a freshly initialised --backbone")
+                        "leave out for a freshly initialised --backbone")
     parser.add_argument("--backbone", help="the architecture (mst_s, mst_m, mst_l, bisrnet, ...); read from the "
                         "checkpoint's config when left out")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1...")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``spectral-prior eval`` options."""
+    add_model_arguments(parser)
     parser.add_argument("--data", required=True, help="a folder of cubes (.mat, .npy, .safetensors, band-PNG "
                         "folders; resampled to the 28 CASSI bands), or 'procedural'")
     parser.add_argument("--scenes", type=int, default=4, help="procedural scenes (default 4)")
@@ -369,7 +375,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder for metrics.csv and metrics.json")
     parser.add_argument("--figures", help="folder for one comparison PNG per scene (needs matplotlib)")
     parser.add_argument("--batch-size", type=int, default=1, help="scenes of one size reconstructed together")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1...")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from . import cassi
 from .adapters.registry import backbone_preset
 from .data import CASSI_WAVELENGTHS
-from .evaluate import load_model_and_backbone, resolve_device
+from .evaluate import add_model_arguments, load_model_and_backbone, resolve_device
 from .io import atomic_path, save_tensors
 from .viz import require_matplotlib, save_preview
 
@@ -177,10 +177,7 @@ def reconstruct_command(args: argparse.Namespace) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``spectral-prior reconstruct`` options."""
-    parser.add_argument("--checkpoint", help="a saved run directory, Hub repo id, or weights file (with --backbone); "
-                        "leave out to run a freshly initialised --backbone")
-    parser.add_argument("--backbone", help="the architecture (mst_s, mst_m, mst_l, bisrnet, ...); read from the "
-                        "checkpoint's config when left out")
+    add_model_arguments(parser)
     parser.add_argument("--measurement", required=True, help="the 2-D measurement [H, W + 54] (.mat or .npy), "
                         "values in [0, 1] as a sensor reads them (the toolbox clips to that range)")
     parser.add_argument("--key", help=f"its variable in a .mat file (default: one of {', '.join(MEASUREMENT_KEYS)})")
@@ -188,7 +185,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peak", type=float, default=TOOLBOX_PEAK,
                         help=f"the measurement's maximum after normalisation (default {TOOLBOX_PEAK}, the toolbox's)")
     parser.add_argument("--output", required=True, help="folder for cube.safetensors, cube.mat and preview.png")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1...")
 
 
 def run(args: argparse.Namespace) -> int:
