@@ -55,10 +55,14 @@ class MaskGuidedMechanism(nn.Module):
         return mask_shift.gather(-1, index)
 
 
-class MS_MSA(nn.Module):
-    """Mask-guided spectral-wise multi-head self-attention: attention over channels, not pixels."""
+class SpectralMSA(nn.Module):
+    """Spectral-wise multi-head self-attention (S-MSA): attention over channels, plus a depthwise positional branch.
 
-    def __init__(self, dim: int, *, dim_head: int, heads: int, level: int) -> None:
+    Channels-last in and out: [B, H, W, C] -> [B, H, W, C]. MST++ uses it as is; MST's :class:`MS_MSA` gates its
+    values with the mask first.
+    """
+
+    def __init__(self, dim: int, *, dim_head: int, heads: int) -> None:
         super().__init__()
         self.num_heads = heads
         self.to_q = nn.Linear(dim, dim_head * heads, bias=False)
@@ -71,26 +75,39 @@ class MS_MSA(nn.Module):
             nn.GELU(),
             nn.Conv2d(dim, dim, 3, 1, 1, bias=False, groups=dim),
         )
-        self.mm = MaskGuidedMechanism(dim, level=level)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x: [B, H, W, C] (channels last); mask: [B or 1, C, H, W'] (channels first). Returns [B, H, W, C]."""
-        batch, height, width, channels = x.shape
+    def attend(self, x: Tensor, value_gate: Tensor | None = None) -> Tensor:
+        """S-MSA of ``x`` [B, H, W, C]; ``value_gate`` [B, H*W, C] multiplies the attention's values if given."""
+        height = x.shape[1]
         tokens = rearrange(x, "b h w c -> b (h w) c")
         q, k, v_in = self.to_q(tokens), self.to_k(tokens), self.to_v(tokens)
-        mask_attention = rearrange(self.mm(mask, width), "b c h w -> b (h w) c")
-        v = v_in * mask_attention
+        v = v_in if value_gate is None else v_in * value_gate
 
         q, k, v = (rearrange(t, "b n (heads d) -> b heads d n", heads=self.num_heads) for t in (q, k, v))
         q = F.normalize(q, dim=-1, p=2)
         k = F.normalize(k, dim=-1, p=2)
-        attention = (k @ q.transpose(-2, -1)) * self.rescale
-        attention = attention.softmax(dim=-1)
+        attention = ((k @ q.transpose(-2, -1)) * self.rescale).softmax(dim=-1)
         out = rearrange(attention @ v, "b heads d n -> b n (heads d)")
         out = rearrange(self.proj(out), "b (h w) c -> b h w c", h=height)
 
         positional = self.pos_emb(rearrange(v_in, "b (h w) c -> b c h w", h=height))
         return out + rearrange(positional, "b c h w -> b h w c")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.attend(x)
+
+
+class MS_MSA(SpectralMSA):
+    """Mask-guided S-MSA (MST): the values are gated by the mask-guided mechanism's attention map."""
+
+    def __init__(self, dim: int, *, dim_head: int, heads: int, level: int) -> None:
+        super().__init__(dim, dim_head=dim_head, heads=heads)
+        self.mm = MaskGuidedMechanism(dim, level=level)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+        """x: [B, H, W, C] (channels last); mask: [B or 1, C, H, W'] (channels first). Returns [B, H, W, C]."""
+        gate = rearrange(self.mm(mask, x.shape[2]), "b c h w -> b (h w) c")
+        return self.attend(x, gate)
 
 
 class FeedForward(nn.Module):

@@ -23,7 +23,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .layers import PreNorm, check_cube, check_shape
-from .mst import FeedForward
+from .mst import FeedForward, SpectralMSA
 
 BANDS = 28
 PAD_MULTIPLE = 8
@@ -49,42 +49,6 @@ def _init_linear_like_toolbox(module: nn.Module) -> None:
         _truncated_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-
-
-class SpectralMSA(nn.Module):
-    """Spectral-wise multi-head self-attention (S-MSA): attention over channels, plus a depthwise positional branch.
-
-    Channels-last in and out: [B, H, W, C] -> [B, H, W, C].
-    """
-
-    def __init__(self, dim: int, *, dim_head: int, heads: int) -> None:
-        super().__init__()
-        self.num_heads = heads
-        self.to_q = nn.Linear(dim, dim_head * heads, bias=False)
-        self.to_k = nn.Linear(dim, dim_head * heads, bias=False)
-        self.to_v = nn.Linear(dim, dim_head * heads, bias=False)
-        self.rescale = nn.Parameter(torch.ones(heads, 1, 1))
-        self.proj = nn.Linear(dim_head * heads, dim, bias=True)
-        self.pos_emb = nn.Sequential(
-            nn.Conv2d(dim, dim, 3, 1, 1, bias=False, groups=dim),
-            nn.GELU(),
-            nn.Conv2d(dim, dim, 3, 1, 1, bias=False, groups=dim),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        height = x.shape[1]
-        tokens = rearrange(x, "b h w c -> b (h w) c")
-        q, k, v_in = self.to_q(tokens), self.to_k(tokens), self.to_v(tokens)
-
-        q, k, v = (rearrange(t, "b n (heads d) -> b heads d n", heads=self.num_heads) for t in (q, k, v_in))
-        q = F.normalize(q, dim=-1, p=2)
-        k = F.normalize(k, dim=-1, p=2)
-        attention = ((k @ q.transpose(-2, -1)) * self.rescale).softmax(dim=-1)
-        out = rearrange(attention @ v, "b heads d n -> b n (heads d)")
-        out = rearrange(self.proj(out), "b (h w) c -> b h w c", h=height)
-
-        positional = self.pos_emb(rearrange(v_in, "b (h w) c -> b c h w", h=height))
-        return out + rearrange(positional, "b c h w -> b h w c")
 
 
 class SAB(nn.Module):
