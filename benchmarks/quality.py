@@ -1,7 +1,13 @@
 """Does the prior pay? Baseline vs SDP-injected backbone at equal training budget, several seeds, held-out scenes.
 
+    python benchmarks/quality.py --study bisrnet-cave --budget cpu [--seeds 0 1] [--threads 1]   # study A
+    python benchmarks/quality.py --study mst_s-cave --budget cpu [--seeds 0 1] [--threads 1]     # study B
     python benchmarks/quality.py --budget cpu [--backbones mst_s bisrnet] [--seeds 0 1] [--threads 1]
     python benchmarks/quality.py --budget cpu --backbones mst_s --seeds 0 --variants sdp sdp-D64 sdp-T1 ...
+
+Real data (``--study``, see :mod:`cave_study`): the CAVE training scenes of ``../shared/data/cave``, scored on
+the 16 quadrants of its four test scenes; study A starts from the official BiSRNet weights, study B trains MST-S
+from scratch. The default ``--study procedural`` is the recipe check on procedural scenes below.
 
 For each backbone and seed, with the same data, batch, crop, mask and seed (``spectral_prior.train``'s recipe):
 
@@ -27,11 +33,13 @@ from typing import Any
 
 import torch
 
+import cave_study
 import spectral_prior as sp
 from common import RESULTS, markdown_table, write_json
 from overhead import count_flops
 from spectral_prior.adapters import backbone_preset
 from spectral_prior.data import CubeFolder, ProceduralCubes
+from spectral_prior.hub import PRETRAINED_DIR
 from spectral_prior.evaluate import evaluate, mean_metrics
 from spectral_prior.train import LOG_FILE, TrainConfig, train, train_all
 
@@ -155,6 +163,7 @@ def table(results: list[dict[str, Any]], costs: dict[tuple[str, str], dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", choices=("procedural", *sorted(cave_study.STUDIES)), default="procedural")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     parser.add_argument("--backbones", nargs="+", default=["mst_s", "bisrnet"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
@@ -163,9 +172,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality")
     parser.add_argument("--report-only", action="store_true", help="only tabulate the runs already finished")
+    parser.add_argument("--ship", action="store_true", help="with --study: write seed 0's models into the package's "
+                        "embedded models (spectral_prior/pretrained)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.study != "procedural":
+        cave_study.main(args.study, args.budget, args.seeds, args.out, report_only=args.report_only)
+        if args.ship:
+            for folder in cave_study.ship(args.study, args.budget, args.out, PRETRAINED_DIR):
+                print(f"shipped {folder}")
+        return
 
     out = args.out / args.budget
     results = []

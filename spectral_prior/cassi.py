@@ -169,11 +169,21 @@ def _pick_variable(variables: dict, key: str | None, path: Path):
     return variables[key]
 
 
+def _read_safetensors(path: Path, key: str) -> np.ndarray:
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(path))
+    if key not in tensors:
+        raise ValueError(f"{path} holds no tensor {key!r} (it has {sorted(tensors)}); pass key= with one of them")
+    return tensors[key]
+
+
 def load_mask(source: MaskSource, key: str | None = None) -> Tensor:
     """Load a 2-D coded aperture as a float32 [H, W] tensor.
 
     ``source`` is a ``.mat`` file (any MATLAB version; ``key`` defaults to ``'mask'`` or the file's only
-    variable), a ``.npy`` file, a numpy array or a tensor (kept on its device).
+    variable), a ``.npy`` file, a ``.safetensors`` file (tensor ``key``, default ``'mask'``: the file a saved
+    model keeps its mask in), a numpy array or a tensor (kept on its device).
     """
     if isinstance(source, Tensor):
         mask = source.to(torch.float32)
@@ -187,8 +197,12 @@ def load_mask(source: MaskSource, key: str | None = None) -> Tensor:
             array = np.load(path)
         elif path.suffix.lower() == ".mat":
             array = _read_mat(path, key)
+        elif path.suffix.lower() == ".safetensors":
+            array = _read_safetensors(path, key or "mask")
         else:
-            raise ValueError(f"unsupported mask file type {path.suffix!r} ({path}); expected .mat or .npy")
+            raise ValueError(
+                f"unsupported mask file type {path.suffix!r} ({path}); expected .mat, .npy or .safetensors"
+            )
         mask = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     else:
         raise TypeError(f"mask source must be a path, numpy array or tensor, got {type(source).__name__}")

@@ -20,6 +20,7 @@ import argparse
 import csv
 import io
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -33,8 +34,9 @@ from .adapters.mst import MST
 from .adapters.registry import backbone_preset
 from .data import CubeFolder, ProceduralCubes
 from .hub import download_prior
+from .inject import get_injector
 from .io import atomic_path, save_json
-from .models import load_model
+from .models import load_model, resolve_model_mask
 from .prior import CONFIG_FILE, read_config
 from .viz import require_matplotlib, save_comparison_figure
 
@@ -122,6 +124,7 @@ def iter_evaluate(
     device: Optional[Device] = None,
     batch_size: int = 1,
     crop_multiple: Optional[int] = None,
+    teacher: bool = False,
 ) -> Iterator[Dict[str, Any]]:
     """Reconstruct and score the scenes (see the module docstring for the protocol), yielding one dict per scene.
 
@@ -133,7 +136,8 @@ def iter_evaluate(
     model's; the model is put in eval mode and restored to its mode afterwards.
 
     Yields ``{'name', 'height', 'width', 'psnr', 'ssim', 'sam', 'ground_truth', 'reconstruction'}`` (the cubes as
-    evaluated, [C, H, W] on the CPU; ``height``/``width`` after any crop).
+    evaluated, [C, H, W] on the CPU; ``height``/``width`` after any crop). With ``teacher`` the prior of an injected
+    model comes from its stage-1 teacher, which also sees the ground truth (an upper bound, never a deployable score).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -148,7 +152,7 @@ def iter_evaluate(
             gt = torch.stack([cube for cube, _ in batch]).to(device)
             mask3d = cassi.mask3d(_mask_for(mask2d, gt, batch[0][1]).to(device), gt.shape[1])
             net_input, mask_input = cassi.simulate(gt, mask3d, input_setting, mask_setting)
-            with torch.no_grad():
+            with torch.no_grad(), get_injector(model).teacher(gt) if teacher else nullcontext():
                 reconstruction = model(net_input, mask_input)
             for index, (_, name) in enumerate(batch):
                 yield {
@@ -173,6 +177,7 @@ def evaluate(
     device: Optional[Device] = None,
     batch_size: int = 1,
     crop_multiple: Optional[int] = None,
+    teacher: bool = False,
     return_cubes: bool = False,
     progress: bool = False,
 ) -> List[Dict[str, Any]]:
@@ -184,7 +189,7 @@ def evaluate(
     """
     results = iter_evaluate(
         model, scenes, mask2d, input_setting=input_setting, mask_setting=mask_setting, device=device,
-        batch_size=batch_size, crop_multiple=crop_multiple,
+        batch_size=batch_size, crop_multiple=crop_multiple, teacher=teacher,
     )
     kept = []
     for result in tqdm(results, total=len(scenes), desc="eval", unit="scene", disable=not progress):
@@ -271,9 +276,16 @@ def _scenes(args: argparse.Namespace) -> Sequence[Any]:
 
 
 def _mask(args: argparse.Namespace) -> Tensor:
+    """``--mask`` (a file or 'random'), or the mask saved with ``--checkpoint``; warns for a model trained with another."""
+    given = None
     if args.mask == "random":
-        return cassi.random_mask(args.mask_size, seed=args.seed)
-    return cassi.load_mask(args.mask)
+        given = cassi.random_mask(args.mask_size, seed=args.seed)
+    elif args.mask is not None:
+        given = cassi.load_mask(args.mask)
+    mask2d = resolve_model_mask(args.checkpoint, given)
+    for other in args.compare:
+        resolve_model_mask(other, mask2d)
+    return mask2d
 
 
 def _describe_inputs(args: argparse.Namespace) -> Dict[str, str]:
@@ -281,7 +293,7 @@ def _describe_inputs(args: argparse.Namespace) -> Dict[str, str]:
     data = args.data
     if data == "procedural":
         data = f"procedural: {args.scenes} scenes of {args.size}x{args.size}, seed {args.seed}"
-    mask = args.mask
+    mask = args.mask or f"the mask saved with {args.checkpoint}"
     if mask == "random":
         mask = f"random binary: {args.mask_size}x{args.mask_size}, seed {args.seed}"
     return {"data": data, "mask": mask}
@@ -367,8 +379,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", type=int, default=4, help="procedural scenes (default 4)")
     parser.add_argument("--size", type=int, default=256, help="procedural scene size in pixels (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the procedural scenes and random mask")
-    parser.add_argument("--mask", required=True, help="the 2-D coded aperture (.mat or .npy, at least the scenes' "
-                        "size; cropped top-left), or 'random' for a seeded random binary mask")
+    parser.add_argument("--mask", help="the 2-D coded aperture (.mat, .npy or .safetensors, at least the scenes' "
+                        "size; cropped top-left), or 'random' for a seeded random binary mask; default: the mask "
+                        "saved with --checkpoint")
     parser.add_argument("--mask-size", type=int, default=256, help="size of a random mask (default 256)")
     parser.add_argument("--compare", nargs="+", default=[], metavar="CHECKPOINT",
                         help="other saved directories or Hub ids to score on the same scenes and mask")

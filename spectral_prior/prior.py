@@ -7,7 +7,7 @@ a saved injector can rebuild its prior; :func:`prior_spec` and :func:`build_prio
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -66,6 +66,8 @@ class PriorConfig:
         denoiser_depth: hidden layers of the MLP denoiser.
         seed: seed of the fixed N(0, I) draw the reverse process starts from in eval mode, which makes an injected
             model a deterministic function of its input (training mode draws fresh noise).
+        teacher: whether the prior holds its stage-1 teacher HFE (needed by stage-1 and stage-2 training only;
+            inference models are shipped without it, see :meth:`SpectralDiffusionPrior.drop_teacher`).
     """
 
     bands: int = 28
@@ -76,6 +78,7 @@ class PriorConfig:
     denoiser_hidden: int = 256
     denoiser_depth: int = 3
     seed: int = 0
+    teacher: bool = True
 
 
 class SpectralDiffusionPrior(
@@ -99,7 +102,7 @@ class SpectralDiffusionPrior(
         self.prior_dim = config.prior_dim
         hfe = dict(bands=config.bands, dim=config.hfe_dim, out_dim=config.prior_dim, depth=config.hfe_depth)
         self.student = HFE(**hfe)
-        self.teacher_hfe = HFE(**hfe, teacher=True)
+        self.teacher_hfe = HFE(**hfe, teacher=True) if config.teacher else None
         self.diffusion = LatentDiffusion(
             dim=config.prior_dim,
             cond_dim=config.prior_dim,
@@ -132,7 +135,18 @@ class SpectralDiffusionPrior(
 
     def teacher(self, h: Tensor, gt: Tensor) -> Tensor:
         """The stage-1 teacher prior [B, D] from ``h`` and the ground-truth cube ``gt``."""
+        if self.teacher_hfe is None:
+            raise ValueError(
+                "this prior has no stage-1 teacher (it was saved for inference, PriorConfig.teacher=False): stage-1 "
+                "and stage-2 training start from a checkpoint that still holds it"
+            )
         return self.teacher_hfe(h, gt)
+
+    def drop_teacher(self) -> "SpectralDiffusionPrior":
+        """Remove the stage-1 teacher (in place; returns self): an inference model needs only the student path."""
+        self.teacher_hfe = None
+        self.config = replace(self.config, teacher=False)
+        return self
 
     def to_config(self) -> dict[str, Any]:
         return asdict(self.config)

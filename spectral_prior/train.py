@@ -35,11 +35,11 @@ from tqdm.auto import tqdm
 
 from . import cassi
 from .adapters.registry import backbone_preset, backbone_schedule, create_backbone, list_backbones
-from .data import CassiBatches, CubeFolder, ProceduralCubes
+from .data import CAVE_SPLIT, CassiBatches, CubeFolder, ProceduralCubes, SceneTiles
 from .inject import INJECTOR_NAME, get_injector, inject_prior
 from .io import atomic_path, load_json, load_state_dict_strict, load_tensors, save_json, save_tensors
 from .evaluate import evaluate, mean_metrics
-from .models import load_model, save_backbone
+from .models import load_model, save_backbone, save_mask
 from .prior import PriorConfig, SpectralDiffusionPrior
 
 STAGES = ("baseline", "stage1", "stage2a", "stage2b")
@@ -59,6 +59,9 @@ class TrainConfig:
         stage: ``baseline``, ``stage1``, ``stage2a`` or ``stage2b`` (``all`` is run by :func:`train_all`).
         output: the run's folder.
         data: a folder of cubes (see :class:`spectral_prior.data.CubeFolder`) or ``procedural``.
+        data_scenes: the scenes of ``data`` to train on: ``cave-train`` (the training split of
+            :data:`spectral_prior.data.CAVE_SPLIT`), comma-separated names, or a text file with one name per line
+            (default: every scene of the folder).
         mask: the 2-D coded aperture (``.mat``/``.npy``) or ``random`` (a seeded random binary mask).
         init: where the weights start: the previous stage's ``final/`` (required by stage 2), or, for baseline and
             stage 1, optionally a backbone's weights (a baseline ``final/``, ``.safetensors`` or toolbox ``.pth``).
@@ -66,6 +69,8 @@ class TrainConfig:
         batch: global batch size (split across processes under torchrun).
         crop: training crop size (pixels, even).
         lr: Adam learning rate (the toolbox's 4e-4).
+        prior_lr: learning rate of the parameters the injection adds (prior and SPIMs); default ``lr``. A fine-tuned
+            backbone wants a small ``lr`` while its new prior learns from scratch.
         schedule: ``auto`` (the toolbox's: multistep for MST, cosine for BiSRNet and MST++), ``multistep``, ``cosine`` or
             ``constant``.
         ema: decay of an exponential moving average of the weights, used for validation and the final model
@@ -75,8 +80,10 @@ class TrainConfig:
         seed: seeds the initial weights, the batches and the diffusion noise.
         checkpoint_every: steps between checkpoints (one is always written at the end).
         val_every: steps between validations (0: only at the end).
-        val_scenes: held-out procedural validation scenes (``crop`` pixels), or the count of ``val_data`` scenes used.
-        val_data: a folder of validation cubes instead of procedural ones.
+        val_scenes: held-out procedural validation scenes (``crop`` pixels); with a ``data`` folder, the count of
+            training scenes whose central ``crop`` x ``crop`` tile validates (never test scenes); or the count of
+            ``val_data`` scenes used.
+        val_data: a folder of validation cubes instead.
         scenes: procedural training scenes (with ``data=procedural``).
         scene_size: their size in pixels.
         mask_size: the size of a ``random`` mask.
@@ -92,12 +99,14 @@ class TrainConfig:
     stage: str = "stage1"
     output: str = "runs/spectral-prior"
     data: str = "procedural"
+    data_scenes: Optional[str] = None
     mask: str = "random"
     init: Optional[str] = None
     steps: int = 1000
     batch: int = 4
     crop: int = 128
     lr: float = 4e-4
+    prior_lr: Optional[float] = None
     schedule: str = "auto"
     ema: float = 0.0
     clip_grad: float = 5.0
@@ -185,10 +194,34 @@ def _process_group(processes: Processes, device: torch.device) -> Iterator[None]
 # -- building blocks ---------------------------------------------------------------------------------------------
 
 
-def _scenes(source: str, *, count: int, size: int, seed: int) -> Any:
-    if source == "procedural":
-        return ProceduralCubes(count, size=size, seed=seed)
-    return CubeFolder(source, cache=True)
+def scene_names(spec: Optional[str]) -> Optional[list[str]]:
+    """``--data-scenes``: ``cave-train``/``cave-test``, comma-separated names, or a file of names (one per line)."""
+    if spec is None:
+        return None
+    if spec.startswith("cave-") and spec.removeprefix("cave-") in CAVE_SPLIT:
+        return list(CAVE_SPLIT[spec.removeprefix("cave-")])
+    path = Path(spec)
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return [name.strip() for name in spec.split(",") if name.strip()]
+
+
+def _training_scenes(config: TrainConfig) -> Any:
+    if config.data == "procedural":
+        return ProceduralCubes(config.scenes, size=config.scene_size, seed=config.seed)
+    return CubeFolder(config.data, scenes=scene_names(config.data_scenes), cache=True, cache_dtype=torch.float16)
+
+
+def _validation_scenes(config: TrainConfig, training: Any) -> Any:
+    """Held-out procedural scenes, ``val_data``'s cubes, or central tiles of training scenes spread over the set."""
+    if config.val_data:
+        folder = CubeFolder(config.val_data, cache=True)
+        return [folder[i] for i in range(min(config.val_scenes, len(folder)))]
+    if config.data == "procedural":
+        return ProceduralCubes(config.val_scenes, size=config.crop, seed=config.seed + VALIDATION_SEED_OFFSET)
+    count = min(config.val_scenes, len(training))
+    picked = [training[round(i * len(training) / count)] for i in range(count)]
+    return SceneTiles(picked, config.crop, grid=False)
 
 
 def _mask(config: TrainConfig) -> Tensor:
@@ -228,6 +261,18 @@ def _trainable(model: nn.Module, stage: str) -> list[nn.Parameter]:
         if parameter.requires_grad:
             trainable.append(parameter)
     return trainable
+
+
+def _parameter_groups(trainable: list[nn.Parameter], model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Adam's groups: the backbone at ``lr``, what the injection added at ``prior_lr`` (when given)."""
+    if config.prior_lr is None or not hasattr(model, INJECTOR_NAME):
+        return [{"params": trainable, "lr": config.lr}]
+    added = {id(p) for p in get_injector(model).parameters()}
+    groups = [
+        {"params": [p for p in trainable if id(p) not in added], "lr": config.lr},
+        {"params": [p for p in trainable if id(p) in added], "lr": config.prior_lr},
+    ]
+    return [group for group in groups if group["params"]]
 
 
 def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
@@ -404,19 +449,16 @@ class Trainer:
         self.model = _build_model(config).to(self.device)
         trainable = _trainable(self.model, config.stage)
         self.named_trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
-        self.optimizer = torch.optim.Adam(trainable, lr=config.lr, betas=(0.9, 0.999))
+        self.optimizer = torch.optim.Adam(_parameter_groups(trainable, self.model, config), betas=(0.9, 0.999))
         self.scheduler = _scheduler(config, self.optimizer)
         self.ema = EMA(self.named_trainable, config.ema) if config.ema else None
         self.network = self._wrap(self._stage_network())
-        self.validation = _scenes(
-            config.val_data or "procedural", count=config.val_scenes, size=config.crop,
-            seed=config.seed + VALIDATION_SEED_OFFSET,
-        )
+        training_scenes = _training_scenes(config)
+        self.validation = _validation_scenes(config, training_scenes)
         self.mask2d = _mask(config)
         start = self._restore() if self.resume else 0
         batches = CassiBatches(
-            _scenes(config.data, count=config.scenes, size=config.scene_size, seed=config.seed),
-            self.mask2d, crop=config.crop, batch=config.batch, input_setting=preset.input_setting,
+            training_scenes, self.mask2d, crop=config.crop, batch=config.batch, input_setting=preset.input_setting,
             mask_setting=preset.mask_setting, augment=config.augment, random_mask_crop=config.random_mask_crop,
             seed=config.seed, rank=processes.rank, world_size=processes.world_size, start_step=start,
             device=self.device,
@@ -535,12 +577,15 @@ class Trainer:
     # validation, logs, checkpoints ------------------------------------------------------------------------------
 
     def validate(self) -> float:
-        """Mean PSNR (dB) on the validation scenes (``spectral-prior eval``'s protocol), with the EMA weights if any."""
+        """Mean PSNR (dB) on the validation scenes (``spectral-prior eval``'s protocol), with the EMA weights if any.
+
+        Stage 1 validates what it trains: the prior of its teacher, which sees the ground truth.
+        """
         preset = backbone_preset(self.config.backbone)
         with self.ema.applied() if self.ema is not None else nullcontext(), self._autocast():
             results = evaluate(
                 self.model, self.validation, self.mask2d, input_setting=preset.input_setting,
-                mask_setting=preset.mask_setting, device=self.device,
+                mask_setting=preset.mask_setting, device=self.device, teacher=self.config.stage == "stage1",
             )
         return mean_metrics(results)["psnr"]
 
@@ -586,14 +631,25 @@ class Trainer:
                     get_injector(self.model).save_pretrained(
                         final, backbone=self.model, backbone_name=self.config.backbone, card=card
                     )
+                save_mask(final, self.mask2d, source=_mask_source(self.config))
         if self.processes.world_size > 1:
             dist.barrier()
         return final
 
 
+def _mask_source(config: TrainConfig) -> str:
+    if config.mask == "random":
+        return f"a random binary {config.mask_size}x{config.mask_size} mask, seed {config.seed}"
+    return Path(config.mask).name  # no local paths in cards
+
+
 def _training_card(config: TrainConfig) -> str:
-    data = f"{config.scenes} procedural scenes" if config.data == "procedural" else f"cubes from {Path(config.data).name}"
-    mask = "a random binary mask" if config.mask == "random" else Path(config.mask).name  # no local paths in cards
+    if config.data == "procedural":
+        data = f"{config.scenes} procedural scenes"
+    else:
+        names = scene_names(config.data_scenes)
+        data = f"cubes from {Path(config.data).name}" + (f" (scenes {', '.join(names)})" if names else "")
+    mask = "a random binary mask" if config.mask == "random" else Path(config.mask).name
     return (
         f"{config.stage}, {config.steps} steps of batch {config.batch} on {config.crop}x{config.crop} crops of "
         f"{data}, mask {mask}, seed {config.seed}"

@@ -1,0 +1,266 @@
+"""Studies A and B of ``quality.py --study``: the Spectral Diffusion Prior on real CAVE scenes, at equal budget.
+
+* ``bisrnet-cave`` (study A): the official BiSRNet checkpoint (i) untouched, (ii) fine-tuned on the CAVE train
+  scenes for ``steps`` steps without a prior, (iii) fine-tuned with SDP: stage 1 for ``steps / 2``, stage 2a (prior
+  only, the backbone does not run) for ``steps / 4``, stage 2b for ``steps / 2``, so the backbone sees ``steps``
+  steps as in (ii). The stage-1 teacher, which sees the ground truth, is scored too: the most a prior could add.
+* ``mst_s-cave`` (study B): MST-S from scratch, baseline vs SDP, the same two recipes.
+
+Training uses the twelve train scenes of :data:`spectral_prior.data.CAVE_SPLIT` (random crops, the toolbox's
+augmentation, random crops of the TSA mask ``mask_256.mat``), validates on central crops of train scenes, and every
+model is scored once, at the end, on the 16 256x256 quadrants of the four test scenes through the same mask (toolbox
+PSNR / SSIM / SAM). Seeds fix the weights, batches and noise; nothing is selected on the test scenes.
+
+Each finished arm is cached as ``OUT/STUDY-BUDGET/ARM-seedS.json``; training runs (``OUT/STUDY-BUDGET/runs``)
+resume from their checkpoints, so an interrupted study continues where it stopped.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+import spectral_prior as sp
+from common import markdown_table, write_json
+from spectral_prior.adapters import backbone_preset
+from spectral_prior.adapters.registry import backbone_schedule
+from spectral_prior.data import CAVE_SPLIT, CubeFolder, SceneTiles
+from spectral_prior.evaluate import evaluate, mean_metrics
+from spectral_prior.models import save_backbone, save_mask
+from spectral_prior.train import LOG_FILE, TrainConfig, train, train_all
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CAVE = SHARED_DATA / "cave"
+MASK = SHARED_DATA / "mask_256.mat"
+OFFICIAL_BISRNET = SHARED_DATA / "checkpoints" / "bisrnet_simulation.pth"
+TEST_TILE = 256
+
+BUDGETS: dict[str, dict[str, int]] = {
+    "smoke": dict(batch=2, crop=32),
+    "cpu": dict(batch=4, crop=64),
+    "gpu": dict(batch=5, crop=256),  # the toolbox's batch and crop
+}
+
+
+@dataclass(frozen=True)
+class Study:
+    """One backbone's comparison: where it starts, its learning rates and its steps per budget."""
+
+    backbone: str
+    init: Optional[Path]  # None: from scratch
+    lr: float
+    prior_lr: Optional[float]
+    steps: dict[str, int]
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return ("official", "baseline", "sdp") if self.init else ("baseline", "sdp")
+
+
+STUDIES: dict[str, Study] = {
+    # Fine-tuning a binarised network: one Adam step of 1e-5 costs the official BiSRNet 4 dB on CAVE test tiles
+    # (Adam's first steps move every latent weight by about the rate, and 3% of them lie within 1e-5 of a sign flip),
+    # so the backbone moves at 1e-6 while the new prior and SPIMs learn at 1e-4.
+    "bisrnet-cave": Study("bisrnet", OFFICIAL_BISRNET, lr=1e-6, prior_lr=1e-4,
+                          steps={"smoke": 4, "cpu": 800, "gpu": 30_000}),
+    # From scratch, the toolbox's rate and (scaled) schedule; gpu: its 300 epochs of 1000 iterations.
+    "mst_s-cave": Study("mst_s", None, lr=4e-4, prior_lr=None, steps={"smoke": 4, "cpu": 800, "gpu": 300_000}),
+}
+
+
+def test_tiles() -> SceneTiles:
+    """The test protocol: the four 256x256 quadrants of each CAVE test scene (16 crops)."""
+    return SceneTiles(CubeFolder(CAVE, scenes=CAVE_SPLIT["test"]), TEST_TILE)
+
+
+def _config(study: Study, budget: str, seed: int, output: Path, **changes: Any) -> TrainConfig:
+    steps = study.steps[budget]
+    settings = dict(
+        backbone=study.backbone, output=str(output), data=str(CAVE), data_scenes="cave-train", mask=str(MASK),
+        init=str(study.init) if study.init else None, steps=steps, lr=study.lr, prior_lr=study.prior_lr,
+        random_mask_crop=True, seed=seed, val_scenes=4, val_every=max(1, steps // 4),
+        checkpoint_every=max(1, steps // 10), **BUDGETS[budget],
+    )
+    return TrainConfig(**{**settings, **changes})
+
+
+def _train_seconds(run: Path) -> float:
+    """Seconds spent in optimisation steps, summed over every log below ``run`` (resumed runs included)."""
+    return sum(json.loads(line)["seconds"] for log in run.rglob(LOG_FILE) for line in log.read_text().splitlines())
+
+
+def score(model: torch.nn.Module, backbone: str, *, teacher: bool = False) -> dict[str, Any]:
+    """Mean and per-scene PSNR / SSIM / SAM of ``model`` on :func:`test_tiles`, and each tile's."""
+    preset = backbone_preset(backbone)
+    tiles = evaluate(model, test_tiles(), MASK, input_setting=preset.input_setting, mask_setting=preset.mask_setting,
+                     teacher=teacher)
+    by_scene = itertools.groupby(tiles, key=lambda tile: tile["name"].split("@")[0])
+    return {
+        "mean": mean_metrics(tiles),
+        "scenes": {scene: mean_metrics(list(group)) for scene, group in by_scene},
+        "tiles": {t["name"]: {k: t[k] for k in ("psnr", "ssim", "sam")} for t in tiles},
+    }
+
+
+def run_arm(name: str, study_name: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
+    """Train (or resume) and score one arm; the result is cached as JSON."""
+    result_file = out / f"{name}-seed{seed}.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    study = STUDIES[study_name]
+    run = out / "runs" / f"{name}-seed{seed}"
+    started = time.perf_counter()
+    result: dict[str, Any] = {"study": study_name, "arm": name, "seed": seed, "budget": budget,
+                              "backbone": study.backbone, **BUDGETS[budget], "lr": study.lr, "prior_lr": study.prior_lr}
+    if name == "official":
+        result.update(steps=0, train_seconds=0.0, test=score(sp.load_model(study.init, backbone=study.backbone),
+                                                             study.backbone))
+    elif name == "baseline":
+        final = train(_config(study, budget, seed, run, stage="baseline"), resume=True)
+        result.update(steps=study.steps[budget], final=str(final), test=score(sp.load_model(final), study.backbone))
+    else:
+        half = max(1, study.steps[budget] // 2)
+        final = train_all(_config(study, budget, seed, run, steps=half), distill_steps=max(1, half // 2), resume=True)
+        teacher = sp.load_model(run / "stage1" / "final")
+        result.update(
+            steps={"stage1": half, "stage2a": max(1, half // 2), "stage2b": half}, final=str(final),
+            test=score(sp.load_model(final), study.backbone),
+            teacher=score(teacher, study.backbone, teacher=True),
+            distill_l1_end=_last_logged(run / "stage2a", "l1"),
+        )
+    result.update(train_seconds=_train_seconds(run), wall_seconds_this_invocation=time.perf_counter() - started)
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _last_logged(run: Path, key: str) -> Optional[float]:
+    lines = (run / LOG_FILE).read_text().splitlines() if (run / LOG_FILE).is_file() else []
+    values = [json.loads(line)[key] for line in lines if key in json.loads(line)]
+    return values[-1] if values else None
+
+
+def _mean(results: list[dict[str, Any]], part: str, metric: str) -> float:
+    return statistics.mean(r[part]["mean"][metric] for r in results)
+
+
+def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per arm (the teacher as its own row): seed-mean test scores and gains over the baseline per seed."""
+    by_arm = {arm: sorted((r for r in results if r["arm"] == arm), key=lambda r: r["seed"])
+              for arm in ("official", "baseline", "sdp")}
+    baseline = {r["seed"]: r["test"]["mean"]["psnr"] for r in by_arm["baseline"]}
+    rows = []
+    for arm, part in (("official", "test"), ("baseline", "test"), ("sdp", "test"), ("sdp", "teacher")):
+        runs = by_arm[arm]
+        if not runs:
+            continue
+        paired = [r for r in runs if r["seed"] in baseline and arm != "official"]
+        gains = [r[part]["mean"]["psnr"] - baseline[r["seed"]] for r in paired] if arm != "baseline" else []
+        rows.append({
+            "arm": {"official": "official weights", "baseline": "no prior",
+                    "sdp": "+SDP" if part == "test" else "stage-1 teacher (sees GT)"}[arm],
+            "seeds": len(runs) if arm != "official" else "-",
+            "PSNR": _mean(runs, part, "psnr"), "SSIM": _mean(runs, part, "ssim"), "SAM": _mean(runs, part, "sam"),
+            "gain per seed (dB)": ", ".join(f"{g:+.2f}" for g in gains) or "-",
+            "train s": statistics.mean(r["train_seconds"] for r in runs),
+        })
+    return rows
+
+
+def scene_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per test scene: the seed-mean PSNR of each arm."""
+    arms = [a for a in ("official", "baseline", "sdp") if any(r["arm"] == a for r in results)]
+    scenes = next(iter(results))["test"]["scenes"]
+    rows = []
+    for scene in scenes:
+        row: dict[str, Any] = {"scene": scene}
+        for arm in arms:
+            row[f"{arm} PSNR"] = statistics.mean(r["test"]["scenes"][scene]["psnr"] for r in results if r["arm"] == arm)
+        rows.append(row)
+    return rows
+
+
+def _card(result: dict[str, Any], study: Study) -> dict[str, str]:
+    """The model card entries of a shipped arm: data, split, mask, recipe, steps, time and its test table."""
+    test = result["test"]
+    scenes = "; ".join(f"{name} {m['psnr']:.2f} dB" for name, m in test["scenes"].items())
+    start = "the official BiSRNet checkpoint (caiyuanhao1998/BiSCI, MIT)" if study.init else "random initialisation"
+    recipe = ("stage 1 {stage1}, stage 2a {stage2a}, stage 2b {stage2b} steps".format(**result["steps"])
+              if isinstance(result["steps"], dict) else f"{result['steps']} steps without a prior")
+    return {
+        "training data": "the 12 CAVE train scenes of spectral_prior.data.CAVE_SPLIT (Yasuma et al. 2010; research "
+                         f"use), random {result['crop']}x{result['crop']} crops, batch {result['batch']}, the MST "
+                         "toolbox's augmentation; resampled to the 28 CASSI bands",
+        "coded aperture": "mask_256.mat, the TSA-Net / MST toolbox simulation mask (random crops of it in training); "
+                          "saved beside the model as mask.safetensors",
+        "recipe": f"from {start}; {recipe}; Adam, backbone lr {result['lr']}, prior/SPIM lr "
+                  f"{result['prior_lr'] or result['lr']}, {backbone_schedule(study.backbone)} schedule; seed "
+                  f"{result['seed']} (fixed in advance, not chosen on the test scenes)",
+        "training time": f"{result['train_seconds'] / 60:.0f} min of optimisation steps on 1 CPU thread",
+        "test (CAVE balloons, chart_and_stuffed_toy, feathers, oil_painting; 16 quadrants of 256x256, mask_256)":
+            f"PSNR {test['mean']['psnr']:.2f} dB, SSIM {test['mean']['ssim']:.3f}, SAM {test['mean']['sam']:.2f} "
+            f"deg; per scene: {scenes}",
+        "produced by": "benchmarks/quality.py --study ... --ship (spectral-prior repository)",
+    }
+
+
+def ship(study_name: str, budget: str, out_root: Path, package: Path) -> list[Path]:
+    """Write seed 0's baseline and +SDP models of a finished study into the package's embedded models.
+
+    ``<backbone>_baseline`` is a bare backbone; ``<backbone>_sdp`` the injected model without its stage-1 teacher;
+    each with its mask and a model card.
+    """
+    study = STUDIES[study_name]
+    out = out_root / f"{study_name}-{budget}"
+    written = []
+    for arm in ("baseline", "sdp"):
+        result = json.loads((out / f"{arm}-seed0.json").read_text())
+        model = sp.load_model(result["final"])
+        target = package / f"{study.backbone}_{arm}"
+        shutil.rmtree(target, ignore_errors=True)
+        card = _card(result, study)
+        if arm == "baseline":
+            save_backbone(target, model, name=study.backbone, card=card)
+        else:
+            injector = sp.get_injector(model)
+            injector.prior.drop_teacher()
+            injector.save_pretrained(target, backbone=model, backbone_name=study.backbone, card=card)
+        save_mask(target, sp.cassi.load_mask(MASK), source="mask_256.mat (TSA-Net / MST toolbox simulation mask)")
+        written.append(target)
+    return written
+
+
+def main(study_name: str, budget: str, seeds: list[int], out_root: Path, *, report_only: bool = False) -> None:
+    study = STUDIES[study_name]
+    out = out_root / f"{study_name}-{budget}"
+    results = []
+    plan = [("official", 0)] if study.init else []
+    plan += [(arm, seed) for seed in seeds for arm in ("baseline", "sdp")]
+    for arm, seed in plan:
+        cached = out / f"{arm}-seed{seed}.json"
+        if report_only:
+            if cached.is_file():
+                results.append(json.loads(cached.read_text()))
+            continue
+        results.append(run_arm(arm, study_name, budget, seed, out))
+    if not results:
+        print("no finished arms yet")
+        return
+    summary, scenes = summary_rows(results), scene_rows(results)
+    print(f"\n{study_name} ({budget}: {study.steps[budget]} backbone steps, batch {BUDGETS[budget]['batch']}, "
+          f"{BUDGETS[budget]['crop']}px crops of the CAVE train scenes; scored on the 16 test quadrants), "
+          f"{torch.get_num_threads()} CPU threads\n")
+    print(markdown_table(summary))
+    print()
+    print(markdown_table(scenes))
+    path = write_json(f"quality-{study_name}-{budget}", {"study": study_name, "budget": budget,
+                                                        "summary": summary, "scenes": scenes, "runs": results},
+                      out_root / f"quality-{study_name}-{budget}.json")
+    print(f"written {path}")
