@@ -744,10 +744,11 @@ class CassiBatches:
         return patch
 
     def _crop_scene(self, index: int, offset: np.ndarray, size: int) -> Tensor:
-        scene = _scene_tensor(self.dataset[index])
+        scene, name = _named_item(self.dataset, index)
         if scene.shape[1] < self.crop or scene.shape[2] < self.crop:
             raise ValueError(
-                f"scene {index} ({scene.shape[1]}x{scene.shape[2]}) is smaller than the crop ({self.crop}x{self.crop})"
+                f"scene {name!r} ({scene.shape[1]}x{scene.shape[2]}) is smaller than the crop ({self.crop}x{self.crop}): "
+                "use a smaller --crop or leave the scene out"
             )
         return _crop(scene, offset, size)
 

@@ -418,7 +418,7 @@ def test_batches_errors():
     scenes = ProceduralCubes(2, size=32)
     with pytest.raises(ValueError, match=r"mask \(16x16\).*crop \(32x32\)"):
         CassiBatches(scenes, torch.rand(16, 16), crop=32)
-    with pytest.raises(ValueError, match=r"scene \d \(32x32\).*crop \(48x48\)"):
+    with pytest.raises(ValueError, match=r"scene 'scene_00\d' \(32x32\).*crop \(48x48\)"):
         CassiBatches(scenes, _mask(), crop=48, batch=2).batch_at(0)
     with pytest.raises(ValueError, match="world_size"):
         CassiBatches(scenes, _mask(), crop=32, batch=3, world_size=2)

@@ -12,7 +12,7 @@ import torch
 import spectral_prior as sp
 from spectral_prior import cassi, cli
 from spectral_prior import train as train_module
-from spectral_prior.data import CAVE_SPLIT, CubeFolder, SceneTiles
+from spectral_prior.data import CAVE_SPLIT, CassiBatches, CubeFolder, SceneTiles
 from spectral_prior.evaluate import evaluate
 from spectral_prior.models import MASK_FILE, check_mask, load_saved_mask, mask_sha256, resolve_model_mask, save_mask
 from spectral_prior.train import TrainConfig, scene_names, train
@@ -209,3 +209,13 @@ def test_eval_uses_the_model_mask_by_default(saved_with_mask, tmp_path):
     assert status == 0, err
     report = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert report["mask"] == f"the mask saved with {folder}"
+
+
+def test_a_scene_smaller_than_the_crop_is_named(tmp_path):
+    config = _folder_run(tmp_path)
+    _cube_folder(Path(config.data), {"a": 48, "b": 48, "held_out": 48, "tiny": 30})
+    with pytest.raises(ValueError, match=r"scene 'tiny' \(30x30\) is smaller than the tile size 32"):
+        train(TrainConfig(**{**config.__dict__, "data_scenes": "tiny", "val_scenes": 1}), progress=False)
+    batches = CassiBatches(CubeFolder(config.data, scenes=["tiny"]), cassi.load_mask(config.mask), crop=32, batch=2)
+    with pytest.raises(ValueError, match=r"scene 'tiny' \(30x30\) is smaller than the crop \(32x32\)"):
+        batches.batch_at(0)
