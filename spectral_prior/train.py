@@ -728,28 +728,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def config_from_arguments(args: argparse.Namespace) -> TrainConfig:
-    """The run's config: the saved one when resuming, updated with the options given on the command line."""
+def _saved_run(output: Path) -> Optional[tuple[bool, dict[str, Any]]]:
+    """``(stage_all, settings)`` of the run in ``output`` (``--stage all`` runs keep theirs in ``stage1/``), or None."""
+    if (output / RUN_CONFIG_FILE).is_file():
+        return False, load_json(output / RUN_CONFIG_FILE)
+    if (output / "stage1" / RUN_CONFIG_FILE).is_file():  # train_all's first stage
+        return True, load_json(output / "stage1" / RUN_CONFIG_FILE)
+    return None
+
+
+def config_from_arguments(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
+    """The run's config and whether it is a ``--stage all`` run.
+
+    With ``--resume`` the run is the one found in ``--output`` (a single stage or ``--stage all``), its saved settings
+    updated with the options given on the command line; ValueError when the folder holds no run.
+    """
     given = {name: value for name, value in vars(args).items() if name in {f.name for f in fields(TrainConfig)}}
     prior = {name.removeprefix(_PRIOR_DEST): v for name, v in vars(args).items() if name.startswith(_PRIOR_DEST)}
     if prior:
         given["prior"] = prior
-    stage = given.get("stage")
-    output = Path(given.get("output", TrainConfig.output))
-    saved_file = (output / "stage1" if stage == "all" else output) / RUN_CONFIG_FILE  # train_all's first stage
-    base = load_json(saved_file) if args.resume and saved_file.is_file() else {}
-    base.pop("output", None)
-    merged = {**base, **given}
-    if stage == "all":
-        merged["stage"] = "stage1"
-    return TrainConfig(**merged)
+    stage_all = given.get("stage") == "all"
+    if args.resume:
+        output = Path(given.get("output", TrainConfig.output))
+        saved = _saved_run(output)
+        if saved is None:
+            raise ValueError(
+                f"nothing to resume in {output}: it holds no run ({RUN_CONFIG_FILE} not found there nor in "
+                f"{output / 'stage1'}); start the run without --resume"
+            )
+        saved_all, base = saved
+        if "stage" in given and stage_all != saved_all:
+            found = "a --stage all run" if saved_all else f"a {base['stage']} run"
+            raise ValueError(f"{output} holds {found}, not a --stage {given['stage']} one: drop --stage to resume it")
+        stage_all = saved_all
+        base.pop("output", None)
+        given = {**base, **given}
+    if stage_all:
+        given["stage"] = "stage1"
+    return TrainConfig(**given), stage_all
+
+
+def _distill_steps(args: argparse.Namespace, config: TrainConfig) -> Optional[int]:
+    """``--distill-steps``, or when resuming a ``--stage all`` run the stage-2a steps it was started with."""
+    saved = Path(config.output) / "stage2a" / RUN_CONFIG_FILE
+    if args.distill_steps is None and args.resume and saved.is_file():
+        return load_json(saved)["steps"]
+    return args.distill_steps
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``spectral-prior train``."""
-    config = config_from_arguments(args)
-    if getattr(args, "stage", None) == "all":
-        final = train_all(config, distill_steps=args.distill_steps, resume=args.resume, progress=not args.quiet)
+    config, stage_all = config_from_arguments(args)
+    if stage_all:
+        final = train_all(config, distill_steps=_distill_steps(args, config), resume=args.resume,
+                          progress=not args.quiet)
     else:
         final = train(config, resume=args.resume, progress=not args.quiet)
     if Processes.from_environment().is_main:

@@ -231,3 +231,22 @@ def test_stage_all_runs_three_stages_and_resumes_from_the_output_alone(tmp_path,
 def test_stage1_with_a_layers_regex_modulates_those_blocks(tmp_path):
     final = train(tiny(tmp_path, steps=1, layers=r"(?:.+\.)?(?:bottleneck|decoder_layers\.\d+\.2)"), progress=False)
     assert sp.get_injector(sp.load_model(final)).targets == ["bottleneck", "decoder_layers.0.2", "decoder_layers.1.2"]
+
+
+def test_resume_finds_the_run_in_the_folder_or_refuses(tmp_path, capsys):
+    from spectral_prior.cli import main
+
+    output = tmp_path / "all"
+    assert main(tiny_flags(output, "--stage", "all", "--steps", "2", "--distill-steps", "1")) == 0
+    # README's own form: the folder alone; the run is a --stage all run with its own settings (no defaults)
+    assert main(["train", "--output", str(output), "--resume", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"saved {output / 'final'}")
+    assert not (output / "train_config.json").exists() and not (output / "checkpoints").exists()
+
+    assert main(["train", "--output", str(output), "--stage", "stage1", "--resume", "--quiet"]) == 2
+    assert "holds a --stage all run, not a --stage stage1 one" in capsys.readouterr().err
+    for nothing in (tmp_path / "missing", tmp_path):
+        assert main(["train", "--output", str(nothing), "--resume", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"nothing to resume in {nothing}" in err and "Traceback" not in err
+    assert not (tmp_path / "missing").exists()
