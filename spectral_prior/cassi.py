@@ -22,6 +22,7 @@ __all__ = [
     "MASK_SETTINGS",
     "shift",
     "shift_back",
+    "MASK_KEYS",
     "load_mask",
     "random_mask",
     "mask3d",
@@ -155,17 +156,21 @@ def _read_mat_v73(path: Path, key: str | None) -> np.ndarray:
     return np.asarray(data).T  # HDF5 stores MATLAB's column-major arrays with the axes reversed
 
 
+MASK_KEYS = ("mask", "Mask", "mask2d")
+"""Variable names :func:`load_mask` takes as a coded aperture when no ``key`` is given."""
+
+
 def _pick_variable(variables: dict, key: str | None, path: Path):
-    available = sorted(variables)
     if key is None:
-        if "mask" in variables:
-            key = "mask"
-        elif len(variables) == 1:
-            key = available[0]
-        else:
-            raise KeyError(f"{path} holds several variables {available}; choose one with key=")
+        key = next((name for name in MASK_KEYS if name in variables), None)
+        if key is None:
+            shapes = ", ".join(f"{name} {list(np.shape(value))}" for name, value in sorted(variables.items()))
+            raise ValueError(
+                f"{path} holds no variable named as a mask (one of {list(MASK_KEYS)}); its variables: {shapes}. If "
+                "one of them is the coded aperture, name it with key= (the CLI's --mask-key)"
+            )
     if key not in variables:
-        raise KeyError(f"no variable {key!r} in {path}; available variables: {available}")
+        raise KeyError(f"no variable {key!r} in {path}; available variables: {sorted(variables)}")
     return variables[key]
 
 
@@ -181,9 +186,10 @@ def _read_safetensors(path: Path, key: str) -> np.ndarray:
 def load_mask(source: MaskSource, key: str | None = None) -> Tensor:
     """Load a 2-D coded aperture as a float32 [H, W] tensor.
 
-    ``source`` is a ``.mat`` file (any MATLAB version; ``key`` defaults to ``'mask'`` or the file's only
-    variable), a ``.npy`` file, a ``.safetensors`` file (tensor ``key``, default ``'mask'``: the file a saved
-    model keeps its mask in), a numpy array or a tensor (kept on its device).
+    ``source`` is a ``.mat`` file (any MATLAB version; ``key`` defaults to the variable named as in
+    :data:`MASK_KEYS`: a file without one, such as a measurement, is refused), a ``.npy`` file, a ``.safetensors``
+    file (tensor ``key``, default ``'mask'``: the file a saved model keeps its mask in), a numpy array or a tensor
+    (kept on its device). Values must lie in [0, 1] (a transmission).
     """
     if isinstance(source, Tensor):
         mask = source.to(torch.float32)
@@ -209,6 +215,12 @@ def load_mask(source: MaskSource, key: str | None = None) -> Tensor:
     if mask.dim() != 2:
         raise ValueError(f"the mask must be 2-D [H, W], got shape {_shape(mask)}")
     _check_finite(mask, "the mask")
+    low, high = mask.min().item(), mask.max().item()
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"the mask's values span [{low:.4g}, {high:.4g}]: a coded aperture is a transmission in [0, 1] (is this a "
+            "measurement or a scene?)"
+        )
     return mask
 
 

@@ -281,7 +281,7 @@ def _mask(args: argparse.Namespace) -> Tensor:
     if args.mask == "random":
         given = cassi.random_mask(args.mask_size, seed=args.seed)
     elif args.mask is not None:
-        given = cassi.load_mask(args.mask)
+        given = cassi.load_mask(args.mask, key=args.mask_key)
     mask2d = resolve_model_mask(args.checkpoint, given)
     for other in args.compare:
         resolve_model_mask(other, mask2d)
@@ -371,6 +371,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1...")
 
 
+def add_mask_key_argument(parser: argparse.ArgumentParser) -> None:
+    """``--mask-key``: the variable of a ``--mask`` .mat file that is not named as a mask (``cassi.MASK_KEYS``)."""
+    parser.add_argument("--mask-key", help=f"the mask's variable in a .mat --mask file (default: one of "
+                        f"{', '.join(cassi.MASK_KEYS)}; a file with none of them is refused)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``spectral-prior eval`` options."""
     add_model_arguments(parser)
@@ -382,6 +388,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", help="the 2-D coded aperture (.mat, .npy or .safetensors, at least the scenes' "
                         "size; cropped top-left), or 'random' for a seeded random binary mask; default: the mask "
                         "saved with --checkpoint")
+    add_mask_key_argument(parser)
     parser.add_argument("--mask-size", type=int, default=256, help="size of a random mask (default 256)")
     parser.add_argument("--compare", nargs="+", default=[], metavar="CHECKPOINT",
                         help="other saved directories or Hub ids to score on the same scenes and mask")

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from . import cassi
 from .adapters.registry import backbone_preset
 from .data import CASSI_WAVELENGTHS
-from .evaluate import add_model_arguments, load_model_and_backbone, resolve_device
+from .evaluate import add_mask_key_argument, add_model_arguments, load_model_and_backbone, resolve_device
 from .io import atomic_path, save_tensors
 from .models import resolve_model_mask
 from .viz import require_matplotlib, save_preview
@@ -159,7 +159,7 @@ def reconstruct_command(args: argparse.Namespace) -> Path:
     """Run ``spectral-prior reconstruct``; returns the output folder."""
     require_matplotlib()
     measurement = read_measurement(args.measurement, args.key)
-    mask2d = resolve_model_mask(args.checkpoint, cassi.load_mask(args.mask) if args.mask else None)
+    mask2d = resolve_model_mask(args.checkpoint, cassi.load_mask(args.mask, key=args.mask_key) if args.mask else None)
     _check_geometry(measurement, mask2d, cassi.BANDS, cassi.STEP)  # before the (slow) model load
     model, backbone = load_model_and_backbone(args.checkpoint, args.backbone)
     preset = backbone_preset(backbone)
@@ -184,6 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", help=f"its variable in a .mat file (default: one of {', '.join(MEASUREMENT_KEYS)})")
     parser.add_argument("--mask", help="the coded aperture [H, W] it was taken with (.mat, .npy or .safetensors; "
                         "default: the mask saved with --checkpoint)")
+    add_mask_key_argument(parser)
     parser.add_argument("--peak", type=float, default=TOOLBOX_PEAK,
                         help=f"the measurement's maximum after normalisation (default {TOOLBOX_PEAK}, the toolbox's)")
     parser.add_argument("--output", required=True, help="folder for cube.safetensors, cube.mat and preview.png")

@@ -62,7 +62,8 @@ class TrainConfig:
         data_scenes: the scenes of ``data`` to train on: ``cave-train`` (the training split of
             :data:`spectral_prior.data.CAVE_SPLIT`), comma-separated names, or a text file with one name per line
             (default: every scene of the folder).
-        mask: the 2-D coded aperture (``.mat``/``.npy``) or ``random`` (a seeded random binary mask).
+        mask: the 2-D coded aperture (``.mat``/``.npy``/``.safetensors``) or ``random`` (a seeded random binary mask).
+        mask_key: the mask's variable in a ``.mat`` file not named as a mask (see :data:`spectral_prior.cassi.MASK_KEYS`).
         init: where the weights start: the previous stage's ``final/`` (required by stage 2), or, for baseline and
             stage 1, optionally a backbone's weights (a baseline ``final/``, ``.safetensors`` or toolbox ``.pth``).
         steps: optimisation steps of this stage.
@@ -101,6 +102,7 @@ class TrainConfig:
     data: str = "procedural"
     data_scenes: Optional[str] = None
     mask: str = "random"
+    mask_key: Optional[str] = None
     init: Optional[str] = None
     steps: int = 1000
     batch: int = 4
@@ -227,7 +229,7 @@ def _validation_scenes(config: TrainConfig, training: Any) -> Any:
 def _mask(config: TrainConfig) -> Tensor:
     if config.mask == "random":
         return cassi.random_mask(config.mask_size, seed=config.seed)
-    return cassi.load_mask(config.mask)
+    return cassi.load_mask(config.mask, key=config.mask_key)
 
 
 def _build_model(config: TrainConfig) -> nn.Module:

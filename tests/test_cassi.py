@@ -146,13 +146,20 @@ def test_load_mask_from_arrays_and_npy(tmp_path):
 
 
 def test_load_mask_picks_the_mat_variable(tmp_path):
-    array = np.random.rand(4, 6).astype(np.float32)
-    scipy.io.savemat(tmp_path / "only.mat", {"code": array})
-    scipy.io.savemat(tmp_path / "two.mat", {"a": array, "b": array + 1})
-    torch.testing.assert_close(load_mask(tmp_path / "only.mat"), torch.from_numpy(array))
-    torch.testing.assert_close(load_mask(tmp_path / "two.mat", key="b"), torch.from_numpy(array + 1))
-    with pytest.raises(KeyError, match=r"several variables \['a', 'b'\]"):
+    array = np.random.rand(4, 6).astype(np.float32) / 2
+    scipy.io.savemat(tmp_path / "named.mat", {"other": array + 0.5, "Mask": array})
+    scipy.io.savemat(tmp_path / "two.mat", {"a": array, "b": array + 0.5})
+    torch.testing.assert_close(load_mask(tmp_path / "named.mat"), torch.from_numpy(array))
+    torch.testing.assert_close(load_mask(tmp_path / "two.mat", key="b"), torch.from_numpy(array + 0.5))
+    with pytest.raises(ValueError, match=r"no variable named as a mask .*its variables: a \[4, 6\], b \[4, 6\]"):
         load_mask(tmp_path / "two.mat")
+
+
+def test_a_measurement_or_a_scene_is_not_taken_for_a_mask(shared_data, tmp_path):
+    with pytest.raises(ValueError, match=r"scene1.mat holds no variable named as a mask.*meas_real \[660, 714\]"):
+        load_mask(shared_data / "real_measurements" / "scene1.mat")
+    with pytest.raises(ValueError, match=r"span \[0, 2\]: a coded aperture is a transmission in \[0, 1\]"):
+        load_mask(np.array([[0.0, 2.0]], dtype=np.float32))
 
 
 def _write_mat_v73(path, variables):
