@@ -256,6 +256,14 @@ def load_model_and_backbone(checkpoint: Optional[str], backbone: Optional[str]) 
     return model, backbone or _saved_backbone_name(checkpoint)
 
 
+def require_trained_weights(args: argparse.Namespace) -> None:
+    """Refuse to run an untrained ``--backbone`` unless ``--random-weights`` asks for it."""
+    if args.checkpoint is None and not args.random_weights:
+        raise ValueError(f"no --checkpoint: the {args.backbone or 'model'} would run with random weights; pass a "
+                         "trained --checkpoint (e.g. an embedded model: bisrnet-sdp), or --random-weights to test the "
+                         "pipeline")
+
+
 def _candidate(checkpoint: Optional[str], backbone: Optional[str], device: torch.device) -> _Candidate:
     model, name = load_model_and_backbone(checkpoint, backbone)
     label = checkpoint if checkpoint is not None else f"untrained {name}"
@@ -263,10 +271,23 @@ def _candidate(checkpoint: Optional[str], backbone: Optional[str], device: torch
 
 
 def resolve_device(name: str) -> torch.device:
-    """``'auto'``: CUDA when available, else the CPU; anything else as torch reads it (``'cuda:1'``...)."""
+    """``'auto'``: CUDA when available, else the CPU; anything else as torch reads it (``'cuda:1'``...).
+
+    ValueError for a name torch does not know, and for a CUDA device this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available here (torch {torch.__version__}, "
+                             f"built for CUDA: {torch.version.cuda or 'no'}): use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA devices")
+    return device
 
 
 def _scenes(args: argparse.Namespace) -> Sequence[Any]:
@@ -331,6 +352,7 @@ def _save_figure(folder: Path, candidates: Sequence[_Candidate], results: Sequen
 
 def evaluate_command(args: argparse.Namespace) -> Dict[str, Any]:
     """Run ``spectral-prior eval``; returns the report written to ``metrics.json``."""
+    require_trained_weights(args)
     device = resolve_device(args.device)
     figures = Path(args.figures) if args.figures else None
     if figures is not None:
@@ -363,9 +385,11 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint``, ``--backbone`` and ``--device``: which model a command runs, and where."""
-    parser.add_argument("--checkpoint", help="a saved run directory, Hub repo id, or weights file (with --backbone); "
-                        "leave out for a freshly initialised --backbone")
+    """``--checkpoint``, ``--backbone``, ``--random-weights`` and ``--device``: which model a command runs, and where."""
+    parser.add_argument("--checkpoint", help="a saved run directory, Hub repo id, embedded model name, or weights file "
+                        "(with --backbone)")
+    parser.add_argument("--random-weights", action="store_true", help="without --checkpoint: run a freshly "
+                        "initialised --backbone (untrained: to test a pipeline, never to reconstruct)")
     parser.add_argument("--backbone", help="the architecture (mst_s, mst_m, mst_l, bisrnet, ...); read from the "
                         "checkpoint's config when left out")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1...")

@@ -28,6 +28,10 @@ def _as_batch(img: Tensor, ref: Tensor) -> Tuple[Tensor, Tensor, bool]:
         raise ValueError(f"img and ref must have the same shape, got {list(img.shape)} and {list(ref.shape)}")
     if img.dim() not in (3, 4):
         raise ValueError(f"expected [C, H, W] or [B, C, H, W] tensors, got shape {list(img.shape)}")
+    for name, x in (("img", img), ("ref", ref)):
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{name} holds {bad} NaN or infinite values: a score of it would be meaningless")
     batched = img.dim() == 4
     return (img, ref, True) if batched else (img.unsqueeze(0), ref.unsqueeze(0), False)
 

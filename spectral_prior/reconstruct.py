@@ -26,7 +26,13 @@ from torch import Tensor, nn
 from . import cassi
 from .adapters.registry import backbone_preset
 from .data import CASSI_WAVELENGTHS
-from .evaluate import add_mask_key_argument, add_model_arguments, load_model_and_backbone, resolve_device
+from .evaluate import (
+    add_mask_key_argument,
+    add_model_arguments,
+    load_model_and_backbone,
+    require_trained_weights,
+    resolve_device,
+)
 from .io import atomic_path, save_tensors
 from .models import resolve_model_mask
 from .viz import require_matplotlib, save_preview
@@ -158,6 +164,7 @@ def save_cube(directory: PathLike, cube: Tensor) -> Path:
 def reconstruct_command(args: argparse.Namespace) -> Path:
     """Run ``spectral-prior reconstruct``; returns the output folder."""
     require_matplotlib()
+    require_trained_weights(args)
     measurement = read_measurement(args.measurement, args.key)
     mask2d = resolve_model_mask(args.checkpoint, cassi.load_mask(args.mask, key=args.mask_key) if args.mask else None)
     _check_geometry(measurement, mask2d, cassi.BANDS, cassi.STEP)  # before the (slow) model load

@@ -38,7 +38,7 @@ from .adapters.registry import backbone_preset, backbone_schedule, create_backbo
 from .data import CAVE_SPLIT, CassiBatches, CubeFolder, ProceduralCubes, SceneTiles
 from .inject import INJECTOR_NAME, get_injector, inject_prior
 from .io import atomic_path, load_json, load_state_dict_strict, load_tensors, save_json, save_tensors
-from .evaluate import evaluate, mean_metrics
+from .evaluate import evaluate, mean_metrics, resolve_device
 from .models import load_model, save_backbone, save_mask
 from .prior import PriorConfig, SpectralDiffusionPrior
 
@@ -170,9 +170,7 @@ class Processes:
 
 
 def _pick_device(name: str, processes: Processes) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = resolve_device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", processes.local_rank)
     return device

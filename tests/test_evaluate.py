@@ -110,7 +110,8 @@ def test_cave_cubes_and_a_size_off_the_multiple(shared_data, tmp_path):
     for name in ("cave_toy_150.mat", "cave_balloons_100.mat"):  # 150 is not a multiple of 4: MST needs one
         (data / name).symlink_to(shared_data / "cubes" / name)
     status, stdout, stderr = _eval(
-        "--backbone", "mst_s", "--data", data, "--mask", shared_data / "mask_256.mat", "--output", tmp_path / "out",
+        "--backbone", "mst_s", "--random-weights", "--data", data, "--mask", shared_data / "mask_256.mat", "--output",
+        tmp_path / "out",
         "--quiet",
     )
     assert status == 0, stderr
@@ -134,7 +135,7 @@ def _bad_inputs(tmp_path, baselines):
     """Case name -> (eval arguments, what the error message must say)."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    fresh = ["--backbone", "mst_s"]
+    fresh = ["--backbone", "mst_s", "--random-weights"]
     small_mask = ["--mask", "random", "--mask-size", "32"]
     return {
         "missing data folder": ([*fresh, "--data", tmp_path / "nope", "--mask", "random"], "cube folder not found"),
@@ -143,21 +144,26 @@ def _bad_inputs(tmp_path, baselines):
             [*fresh, *PROCEDURAL, *small_mask], "mask (32x32) is smaller than scene 'scene_000' (64x64)"
         ),
         "missing mask": ([*fresh, *PROCEDURAL, "--mask", tmp_path / "mask.mat"], "mask file not found"),
-        "unknown backbone": (["--backbone", "mst_xl", *SCENES], "no backbone 'mst_xl'; known backbones"),
+        "unknown backbone": (["--backbone", "mst_xl", "--random-weights", *SCENES], "no backbone 'mst_xl'; known backbones"),
+        "untrained weights": (["--backbone", "mst_s", *SCENES], "no --checkpoint: the mst_s would run with random weights"),
+        "device without CUDA": (["--checkpoint", baselines[0], *SCENES, "--device", "cuda"], "CUDA is not available"),
+        "unknown device": (["--checkpoint", baselines[0], *SCENES, "--device", "tpu"], "unknown device 'tpu'"),
         "checkpoint of another backbone": (
             ["--checkpoint", baselines[0], "--backbone", "bisrnet", *SCENES],
             "holds a 'mst_s' checkpoint, but backbone='bisrnet'",
         ),
-        "no model": (SCENES, "pass --checkpoint, --backbone, or both"),
+        "no model": ([*SCENES, "--random-weights"], "pass --checkpoint, --backbone, or both"),
     }
 
 
 @pytest.mark.parametrize(
     "case",
     ["missing data folder", "empty data folder", "mask smaller than the scenes", "missing mask", "unknown backbone",
-     "checkpoint of another backbone", "no model"],
+     "checkpoint of another backbone", "no model", "untrained weights", "device without CUDA", "unknown device"],
 )
 def test_bad_inputs_are_one_line_errors(case, tmp_path, baselines):
+    if case == "device without CUDA" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
     argv, message = _bad_inputs(tmp_path, baselines)[case]
     status, _, stderr = _eval(*argv, "--output", tmp_path / "out", "--quiet")
     assert status == 2

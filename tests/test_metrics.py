@@ -198,3 +198,15 @@ def test_shape_errors(metric):
         metric(torch.rand(2, 28, 8, 8), torch.rand(28, 8, 8))
     with pytest.raises(ValueError, match=r"\[C, H, W\] or \[B, C, H, W\] tensors, got shape \[8, 8\]"):
         metric(torch.rand(8, 8), torch.rand(8, 8))
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim, sam])
+def test_non_finite_inputs_are_refused(metric):
+    ref = torch.rand(2, 28, 16, 16)
+    bad = ref.clone()
+    bad[0, 3, 2, 2] = float("nan")
+    bad[1, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="img holds 2 NaN or infinite values"):
+        metric(bad, ref)
+    with pytest.raises(ValueError, match="ref holds 2 NaN"):
+        metric(ref, bad)

@@ -51,7 +51,7 @@ def test_cli_writes_cube_mat_and_preview(tiny_system, tmp_path):
     measurement, mask = tiny_system
     out = tmp_path / "out"
     status, stdout, stderr = _reconstruct(
-        "--backbone", "mst_s", "--measurement", measurement, "--mask", mask, "--output", out, "--device", "cpu"
+        "--backbone", "mst_s", "--random-weights", "--measurement", measurement, "--mask", mask, "--output", out, "--device", "cpu"
     )
     assert status == 0, stderr
     assert "saved" in stdout and "cube.mat" in stdout
@@ -69,7 +69,7 @@ def test_wrong_width_is_a_one_line_error(tiny_system, tmp_path):
     _, mask = tiny_system
     scipy.io.savemat(tmp_path / "narrow.mat", {"meas_real": np.zeros((32, 80), np.float32)})
     status, _, stderr = _reconstruct(
-        "--backbone", "mst_s", "--measurement", tmp_path / "narrow.mat", "--mask", mask, "--output", tmp_path / "o"
+        "--backbone", "mst_s", "--random-weights", "--measurement", tmp_path / "narrow.mat", "--mask", mask, "--output", tmp_path / "o"
     )
     assert status == 2 and stderr.count("\n") == 1
     assert stderr.startswith("spectral-prior reconstruct: error: ")
