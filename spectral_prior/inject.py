@@ -298,7 +298,10 @@ def match_targets(model: nn.Module, layers: Layers) -> list[str]:
     """Names of the modules ``layers`` selects: a regex (``re.fullmatch``) or names/dotted suffixes (as peft)."""
     names = [name for name, _ in model.named_modules() if name and not name.startswith(INJECTOR_NAME)]
     if isinstance(layers, str):
-        pattern = re.compile(layers)
+        try:
+            pattern = re.compile(layers)
+        except re.error as err:
+            raise ValueError(f"layers={layers!r} is not a valid regular expression ({err}) nor a preset name") from err
         matched = [name for name in names if pattern.fullmatch(name)]
         wanted = [layers]
     else:

@@ -64,3 +64,19 @@ def test_prior_without_backbone_weights_is_refused(tmp_path):
     sp.get_injector(model).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="without the backbone"):
         sp.load_model(tmp_path, backbone="mst_s")
+
+
+def test_files_that_are_not_checkpoints_are_one_line_errors(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(ValueError, match=r"notes.pth is not a PyTorch checkpoint"):
+        sp.load_model(text, backbone="mst_s")
+    pickled = tmp_path / "training_state.pth"
+    torch.save({"optimizer": torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)}, pickled)
+    with pytest.raises(ValueError, match=r"holds Python objects besides tensors; .*weights_only=True"):
+        sp.load_model(pickled, backbone="mst_s")
+
+
+def test_an_invalid_layers_regex_is_named():
+    with pytest.raises(ValueError, match=r"layers='\(enc' is not a valid regular expression"):
+        sp.inject_prior(create_backbone("mst_s"), layers="(enc", prior_dim=8)

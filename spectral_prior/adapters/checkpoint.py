@@ -1,6 +1,7 @@
 """Loading the MST toolbox's checkpoints (``.pth`` state dicts) into our backbones, strictly."""
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping
 from os import PathLike
 
@@ -28,7 +29,15 @@ def load_toolbox_checkpoint(model: nn.Module, path: str | PathLike) -> nn.Module
     DataParallel checkpoints. Tensors are read with ``weights_only=True`` and mapped to the CPU first, so CUDA-saved
     checkpoints load on CPU-only machines.
     """
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a file that is no checkpoint fails anywhere in the unpickler (KeyError, EOFError, ...)
+        if zipfile.is_zipfile(path) and "Weights only load failed" in str(err):  # a torch.save file, not only tensors
+            raise ValueError(
+                f"{path} holds Python objects besides tensors; checkpoints are read with torch.load(weights_only=True) "
+                "so that a file cannot run code: save its state_dict alone (torch.save(model.state_dict(), path))"
+            ) from err
+        raise ValueError(f"{path} is not a PyTorch checkpoint (a .pth state dict): torch.load cannot read it") from err
     if isinstance(loaded, Mapping):
         for wrapper_key in ("state_dict", "model"):
             if isinstance(loaded.get(wrapper_key), Mapping):
