@@ -6,6 +6,7 @@ imported when first used and drawn with the Agg canvas (no display, no pyplot gl
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -178,6 +179,18 @@ def _plot_spectra(axes: Any, nm: np.ndarray, gt: Tensor, cubes: Mapping[str, Ten
     axes.set_xlabel("wavelength (nm)")
 
 
+FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg"}
+"""Figure file suffixes and the format each is written in."""
+
+
+def figure_format(path: str | os.PathLike) -> str:
+    """The format a figure path's suffix names (:data:`FIGURE_FORMATS`); ValueError for any other suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FIGURE_FORMATS:
+        raise ValueError(f"cannot write a figure as {Path(path).name!r}: use one of {', '.join(FIGURE_FORMATS)}")
+    return FIGURE_FORMATS[suffix]
+
+
 def save_comparison_figure(
     path: str | os.PathLike,
     gt: Tensor,
@@ -187,15 +200,17 @@ def save_comparison_figure(
     title: Optional[str] = None,
     wavelengths: Wavelengths = CASSI_WAVELENGTHS,
 ) -> None:
-    """Save one PNG comparing reconstructions (name -> cube [C, H, W]) with the ground truth ``gt`` [C, H, W].
+    """Save one figure comparing reconstructions (name -> cube [C, H, W]) with the ground truth ``gt`` [C, H, W].
 
     Top row: the ground truth and every reconstruction in sRGB (:func:`cube_to_srgb`, all with the white level of
     the ground truth). Middle row: each reconstruction's error map, the absolute error averaged over bands, on one
     colour scale shared by all maps (colorbar on the right). Bottom row: the spectra of the ground truth and of each
     reconstruction at ``points`` (pixels as (row, column); by default four fixed pixels at a quarter and three
-    quarters of the height and width), which are numbered on the ground-truth image. The file is written atomically.
+    quarters of the height and width), which are numbered on the ground-truth image. The file is written atomically,
+    in the format its suffix names (:func:`figure_format`).
     """
     require_matplotlib()
+    file_format = figure_format(path)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -238,15 +253,17 @@ def save_comparison_figure(
             axes.set_ylabel("intensity")
             axes.legend(fontsize="x-small")
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png")
+        figure.savefig(temporary, format=file_format)
 
 
 def save_preview(path: str | os.PathLike, cube: Tensor, *, wavelengths: Wavelengths = CASSI_WAVELENGTHS) -> None:
-    """Save a cube [C, H, W] as an sRGB PNG of its own size (white = its 99.9th percentile), atomically."""
+    """Save a cube [C, H, W] as an sRGB image of its own size (white = its 99.9th percentile), atomically, in the
+    format its suffix names (:func:`figure_format`)."""
     require_matplotlib()
+    file_format = figure_format(path)
     from matplotlib.image import imsave
 
     cube = _as_cube(cube, "cube")
     image = _as_image(cube_to_srgb(cube, wavelengths, white=_auto_white(cube)))
     with atomic_path(path) as temporary:
-        imsave(temporary, image, format="png")
+        imsave(temporary, image, format=file_format)

@@ -92,3 +92,14 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     with pytest.raises(ImportError, match=r"pip install spectral-prior\[viz\]"):
         require_matplotlib()
+
+
+def test_figures_are_written_in_the_format_their_suffix_names(tmp_path):
+    gt = torch.rand(28, 16, 16)
+    for suffix, magic in ((".png", b"\x89PNG"), (".jpg", b"\xff\xd8"), (".pdf", b"%PDF")):
+        save_comparison_figure(tmp_path / f"f{suffix}", gt, {"x": gt})
+        assert (tmp_path / f"f{suffix}").read_bytes().startswith(magic), suffix
+    save_preview(tmp_path / "p.jpeg", gt)
+    assert (tmp_path / "p.jpeg").read_bytes().startswith(b"\xff\xd8")
+    with pytest.raises(ValueError, match=r"cannot write a figure as 'f.gif': use one of .png, .jpg"):
+        save_comparison_figure(tmp_path / "f.gif", gt, {"x": gt})
