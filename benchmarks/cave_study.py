@@ -59,10 +59,6 @@ class Study:
     prior_lr: Optional[float]
     steps: dict[str, int]
 
-    @property
-    def arms(self) -> tuple[str, ...]:
-        return ("official", "baseline", "sdp") if self.init else ("baseline", "sdp")
-
 
 STUDIES: dict[str, Study] = {
     # Fine-tuning a binarised network: one Adam step of 1e-5 costs the official BiSRNet 4 dB on CAVE test tiles
@@ -73,6 +69,13 @@ STUDIES: dict[str, Study] = {
     # From scratch, the toolbox's rate and (scaled) schedule; gpu: its 300 epochs of 1000 iterations.
     "mst_s-cave": Study("mst_s", None, lr=4e-4, prior_lr=None, steps={"smoke": 4, "cpu": 800, "gpu": 300_000}),
 }
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "sdp": {},  # the default recipe (the study's learning rates, the preset's blocks, PriorConfig's defaults)
+    "sdp-prior-lr1e-3": {"prior_lr": 1e-3},  # the prior and SPIMs at 10x the default fine-tuning rate
+}
+"""SDP recipes, each a set of :class:`TrainConfig` changes, compared with the same baseline (``--variants``)."""
 
 
 def test_tiles() -> SceneTiles:
@@ -110,15 +113,17 @@ def score(model: torch.nn.Module, backbone: str, *, teacher: bool = False) -> di
 
 
 def run_arm(name: str, study_name: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
-    """Train (or resume) and score one arm; the result is cached as JSON."""
+    """Train (or resume) and score one arm (``official``, ``baseline`` or a key of :data:`VARIANTS`), cached as JSON."""
     result_file = out / f"{name}-seed{seed}.json"
     if result_file.is_file():
-        return json.loads(result_file.read_text())
+        return _with_teacher_at_end(json.loads(result_file.read_text()), result_file)
     study = STUDIES[study_name]
     run = out / "runs" / f"{name}-seed{seed}"
     started = time.perf_counter()
+    changes = VARIANTS.get(name, {})
     result: dict[str, Any] = {"study": study_name, "arm": name, "seed": seed, "budget": budget,
-                              "backbone": study.backbone, **BUDGETS[budget], "lr": study.lr, "prior_lr": study.prior_lr}
+                              "backbone": study.backbone, **BUDGETS[budget], "lr": study.lr, "prior_lr": study.prior_lr,
+                              **changes}
     if name == "official":
         result.update(steps=0, train_seconds=0.0, test=score(sp.load_model(study.init, backbone=study.backbone),
                                                              study.backbone))
@@ -127,17 +132,27 @@ def run_arm(name: str, study_name: str, budget: str, seed: int, out: Path) -> di
         result.update(steps=study.steps[budget], final=str(final), test=score(sp.load_model(final), study.backbone))
     else:
         half = max(1, study.steps[budget] // 2)
-        final = train_all(_config(study, budget, seed, run, steps=half), distill_steps=max(1, half // 2), resume=True)
+        config = _config(study, budget, seed, run, steps=half, **changes)
+        final = train_all(config, distill_steps=max(1, half // 2), resume=True)
         teacher = sp.load_model(run / "stage1" / "final")
         result.update(
             steps={"stage1": half, "stage2a": max(1, half // 2), "stage2b": half}, final=str(final),
             test=score(sp.load_model(final), study.backbone),
             teacher=score(teacher, study.backbone, teacher=True),
+            teacher_end=score(sp.load_model(final), study.backbone, teacher=True),
             distill_l1_end=_last_logged(run / "stage2a", "l1"),
         )
     result.update(train_seconds=_train_seconds(run), wall_seconds_this_invocation=time.perf_counter() - started)
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _with_teacher_at_end(result: dict[str, Any], result_file: Path) -> dict[str, Any]:
+    """Add ``teacher_end`` (the final model driven by its teacher) to an SDP result cached before it was measured."""
+    if result["arm"] in VARIANTS and "teacher_end" not in result:
+        result["teacher_end"] = score(sp.load_model(result["final"]), result["backbone"], teacher=True)
+        result_file.write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -151,24 +166,28 @@ def _mean(results: list[dict[str, Any]], part: str, metric: str) -> float:
     return statistics.mean(r[part]["mean"][metric] for r in results)
 
 
+def _arms(results: list[dict[str, Any]]) -> list[str]:
+    return [arm for arm in ("official", "baseline", *VARIANTS) if any(r["arm"] == arm for r in results)]
+
+
 def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per arm (the teacher as its own row): seed-mean test scores and gains over the baseline per seed."""
-    by_arm = {arm: sorted((r for r in results if r["arm"] == arm), key=lambda r: r["seed"])
-              for arm in ("official", "baseline", "sdp")}
-    baseline = {r["seed"]: r["test"]["mean"]["psnr"] for r in by_arm["baseline"]}
+    """One row per arm (each SDP recipe's teacher as its own row): seed-mean test scores, gains over the baseline."""
+    by_arm = {arm: sorted((r for r in results if r["arm"] == arm), key=lambda r: r["seed"]) for arm in _arms(results)}
+    baseline = {r["seed"]: r["test"]["mean"]["psnr"] for r in by_arm.get("baseline", [])}
+    parts = [(arm, "test") for arm in by_arm]
+    parts += [(arm, part) for arm in by_arm if arm in VARIANTS for part in ("teacher", "teacher_end")]
     rows = []
-    for arm, part in (("official", "test"), ("baseline", "test"), ("sdp", "test"), ("sdp", "teacher")):
+    for arm, part in parts:
         runs = by_arm[arm]
-        if not runs:
-            continue
-        paired = [r for r in runs if r["seed"] in baseline and arm != "official"]
-        gains = [r[part]["mean"]["psnr"] - baseline[r["seed"]] for r in paired] if arm != "baseline" else []
+        gains = [r[part]["mean"]["psnr"] - baseline[r["seed"]] for r in runs if r["seed"] in baseline]
+        label = {"official": "official weights", "baseline": "no prior"}.get(arm, f"+SDP ({arm})")
+        teacher_label = {"teacher": f"{arm}: stage-1 teacher, after stage 1 (sees GT)",
+                         "teacher_end": f"{arm}: teacher driving the final model (sees GT)"}
         rows.append({
-            "arm": {"official": "official weights", "baseline": "no prior",
-                    "sdp": "+SDP" if part == "test" else "stage-1 teacher (sees GT)"}[arm],
-            "seeds": len(runs) if arm != "official" else "-",
+            "arm": label if part == "test" else teacher_label[part],
+            "seeds": "-" if arm == "official" else len(runs),
             "PSNR": _mean(runs, part, "psnr"), "SSIM": _mean(runs, part, "ssim"), "SAM": _mean(runs, part, "sam"),
-            "gain per seed (dB)": ", ".join(f"{g:+.2f}" for g in gains) or "-",
+            "gain per seed (dB)": "-" if arm in ("official", "baseline") else ", ".join(f"{g:+.2f}" for g in gains),
             "train s": statistics.mean(r["train_seconds"] for r in runs),
         })
     return rows
@@ -176,12 +195,11 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def scene_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per test scene: the seed-mean PSNR of each arm."""
-    arms = [a for a in ("official", "baseline", "sdp") if any(r["arm"] == a for r in results)]
     scenes = next(iter(results))["test"]["scenes"]
     rows = []
     for scene in scenes:
         row: dict[str, Any] = {"scene": scene}
-        for arm in arms:
+        for arm in _arms(results):
             row[f"{arm} PSNR"] = statistics.mean(r["test"]["scenes"][scene]["psnr"] for r in results if r["arm"] == arm)
         rows.append(row)
     return rows
@@ -207,7 +225,8 @@ def _card(result: dict[str, Any], study: Study) -> dict[str, str]:
         "test (CAVE balloons, chart_and_stuffed_toy, feathers, oil_painting; 16 quadrants of 256x256, mask_256)":
             f"PSNR {test['mean']['psnr']:.2f} dB, SSIM {test['mean']['ssim']:.3f}, SAM {test['mean']['sam']:.2f} "
             f"deg; per scene: {scenes}",
-        "produced by": "benchmarks/quality.py --study ... --ship (spectral-prior repository)",
+        "produced by": f"benchmarks/quality.py --study {result['study']} --budget {result['budget']} --ship "
+                       "(spectral-prior repository)",
     }
 
 
@@ -237,17 +256,18 @@ def ship(study_name: str, budget: str, out_root: Path, package: Path) -> list[Pa
     return written
 
 
-def main(study_name: str, budget: str, seeds: list[int], out_root: Path, *, report_only: bool = False) -> None:
+def main(study_name: str, budget: str, seeds: list[int], out_root: Path, *, variants: list[str] = ("sdp",),
+         report_only: bool = False) -> None:
     study = STUDIES[study_name]
     out = out_root / f"{study_name}-{budget}"
     results = []
     plan = [("official", 0)] if study.init else []
-    plan += [(arm, seed) for seed in seeds for arm in ("baseline", "sdp")]
+    plan += [(arm, seed) for seed in seeds for arm in ("baseline", *(VARIANTS if report_only else variants))]
     for arm, seed in plan:
         cached = out / f"{arm}-seed{seed}.json"
         if report_only:
             if cached.is_file():
-                results.append(json.loads(cached.read_text()))
+                results.append(_with_teacher_at_end(json.loads(cached.read_text()), cached))
             continue
         results.append(run_arm(arm, study_name, budget, seed, out))
     if not results:
@@ -260,7 +280,9 @@ def main(study_name: str, budget: str, seeds: list[int], out_root: Path, *, repo
     print(markdown_table(summary))
     print()
     print(markdown_table(scenes))
-    path = write_json(f"quality-{study_name}-{budget}", {"study": study_name, "budget": budget,
-                                                        "summary": summary, "scenes": scenes, "runs": results},
+    payload = {"study": study_name, "budget": budget, "variants": {v: VARIANTS[v] for v in _arms(results)
+                                                                    if v in VARIANTS},
+               "summary": summary, "scenes": scenes, "runs": results}
+    path = write_json(f"quality-{study_name}-{budget}", payload,
                       out_root / f"quality-{study_name}-{budget}.json")
     print(f"written {path}")

@@ -167,8 +167,9 @@ def main() -> None:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     parser.add_argument("--backbones", nargs="+", default=["mst_s", "bisrnet"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--variants", nargs="+", default=["sdp"], choices=sorted(VARIANTS),
-                        help="SDP recipes to compare with the baseline (default: the default recipe)")
+    parser.add_argument("--variants", nargs="+", default=["sdp"],
+                        help=f"SDP recipes to compare with the baseline (default: the default recipe 'sdp'); "
+                        f"procedural: {', '.join(VARIANTS)}; --study: {', '.join(cave_study.VARIANTS)}")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality")
     parser.add_argument("--report-only", action="store_true", help="only tabulate the runs already finished")
@@ -177,8 +178,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    known = VARIANTS if args.study == "procedural" else cave_study.VARIANTS
+    if set(args.variants) - set(known):
+        parser.error(f"unknown variants {sorted(set(args.variants) - set(known))} for --study {args.study}; "
+                     f"known: {', '.join(known)}")
     if args.study != "procedural":
-        cave_study.main(args.study, args.budget, args.seeds, args.out, report_only=args.report_only)
+        variants = args.variants
+        cave_study.main(args.study, args.budget, args.seeds, args.out, variants=variants, report_only=args.report_only)
         if args.ship:
             for folder in cave_study.ship(args.study, args.budget, args.out, PRETRAINED_DIR):
                 print(f"shipped {folder}")

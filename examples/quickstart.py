@@ -5,8 +5,9 @@
 1. A real CAVE scene, measured through the real CASSI mask, reconstructed by the official BiSRNet checkpoint, bare
    and with a Spectral Diffusion Prior injected in one line. That prior is untrained and SPIM starts at zero, so both
    rows are equal by construction: injection never changes a network until it is trained.
-2. ``spectral-prior demo``: the embedded MST-S baseline and MST-S + SDP (trained at equal budget, shipped in the
-   package) on a new procedural scene through a random binary mask, with scores and a figure.
+2. ``spectral-prior demo``: the embedded ``bisrnet-baseline`` and ``bisrnet-sdp`` (the official BiSRNet fine-tuned on
+   the CAVE train scenes without and with the prior, at equal budget) on the shipped crop of a CAVE test scene,
+   through the models' own mask, with scores and a figure.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (see its README)")
     parser.add_argument("--scene", default="cubes/cave_balloons_256.mat")
-    parser.add_argument("--quick", action="store_true", help="a 64x64 demo scene")
+    parser.add_argument("--quick", action="store_true", help="the demo's central 128x128 crop")
     parser.add_argument("--figure", default="spectral-prior-demo.png", help="where the demo writes its figure")
     args = parser.parse_args()
 

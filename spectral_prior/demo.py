@@ -1,9 +1,11 @@
 """The demo: a CASSI measurement reconstructed by a bare and an SDP-injected backbone, scored and drawn, offline.
 
-With no options it generates a procedural test scene (a seed the embedded models never trained on) and a random
-binary coded aperture, simulates the measurement, reconstructs it with the embedded MST-S baseline and the embedded
-MST-S + SDP (both trained by ``benchmarks/quality.py`` at the same budget), prints PSNR/SSIM/SAM of each and writes one
-figure: sRGB renderings of the ground truth and both reconstructions, their error maps and spectral curves.
+With no options it takes the shipped real scene (a 256x256 crop of CAVE's feathers, a test scene no shipped model
+trained on), simulates its measurement through the coded aperture the models were trained with (saved beside them),
+reconstructs it with the embedded ``bisrnet-baseline`` (the official BiSRNet fine-tuned without a prior) and
+``bisrnet-sdp`` (the same with the Spectral Diffusion Prior, at the same budget; ``benchmarks/quality.py --study
+bisrnet-cave``), prints PSNR/SSIM/SAM of each and writes one figure: sRGB renderings of the ground truth and both
+reconstructions, their error maps and spectral curves. ``--quick`` uses the central 128x128 crop.
 
 Options point it at your own cube (``--cube``), mask (``--mask``), models (``--checkpoint``, ``--baseline``) or a real
 2-D measurement (``--measurement``; there is no ground truth then, so it writes the two sRGB previews instead).
@@ -19,29 +21,35 @@ from torch import Tensor, nn
 
 from . import cassi, metrics
 from .adapters.registry import backbone_preset
-from .data import ProceduralCubes, read_cube, to_cassi_bands
-from .evaluate import center_crop, load_model_and_backbone, size_multiple
+from .data import read_cube, to_cassi_bands
+from .evaluate import add_mask_key_argument, center_crop, load_model_and_backbone, size_multiple
 from .hub import PRETRAINED_DIR
+from .models import resolve_model_mask
 
-DEFAULT_SDP = "default"
-DEFAULT_BASELINE = str(PRETRAINED_DIR / "mst_s_baseline")
-DEMO_SEED = 2026  # procedural scene seed: the embedded models trained on seeds 0 and 1 only
+DEFAULT_SDP = "bisrnet-sdp"
+DEFAULT_BASELINE = "bisrnet-baseline"
+DEMO_SCENE = PRETRAINED_DIR / "scenes" / "cave_feathers_256.safetensors"
+QUICK_SIZE = 128
 METRIC_NAMES = ("psnr", "ssim", "sam")
 LABELS = {"bare": "bare", "sdp": "+ SDP"}  # model key -> how tables and figures name it
 
 
-def demo_scene(*, size: int, seed: int = DEMO_SEED, cube: Optional[str] = None) -> Tensor:
-    """The ground truth [28, H, W]: scene 0 of a procedural set of ``seed``, or the user's ``cube`` file."""
-    if cube is None:
-        return ProceduralCubes(1, size=size, seed=seed)[0]
-    return to_cassi_bands(read_cube(cube))
+def demo_scene(cube: Optional[str] = None, *, size: Optional[int] = None) -> Tensor:
+    """The ground truth [28, H, W]: the shipped CAVE crop or the user's ``cube`` file, centre-cropped to ``size``."""
+    gt = to_cassi_bands(read_cube(cube or DEMO_SCENE))
+    if size is None:
+        return gt
+    top, left = max(0, (gt.shape[1] - size) // 2), max(0, (gt.shape[2] - size) // 2)
+    return gt[:, top : top + size, left : left + size]
 
 
-def demo_mask(gt: Tensor, *, mask: Optional[str] = None, seed: int = DEMO_SEED) -> Tensor:
-    """The 2-D mask: the user's file, or a random binary coded aperture the size of the scene."""
-    if mask is None:
-        return cassi.random_mask(tuple(gt.shape[-2:]), seed=seed)
-    return cassi.load_mask(mask)
+def demo_mask(checkpoints: list[str], mask: Optional[str] = None, key: Optional[str] = None) -> Tensor:
+    """The 2-D mask: the user's file (its variable ``key``), else the one saved with the first model (a warning for
+    each model trained with another mask than the one used)."""
+    mask2d = resolve_model_mask(checkpoints[0], cassi.load_mask(mask, key=key) if mask else None)
+    for other in checkpoints[1:]:
+        resolve_model_mask(other, mask2d)
+    return mask2d
 
 
 def reconstruct(model: nn.Module, backbone: str, gt: Tensor, mask2d: Tensor) -> Tensor:
@@ -63,12 +71,12 @@ def scores(reconstruction: Tensor, gt: Tensor) -> dict[str, float]:
 def _simulated(args: argparse.Namespace, models: dict[str, tuple[nn.Module, str]]) -> int:
     from .viz import save_comparison_figure
 
-    gt = demo_scene(size=args.size, seed=args.seed, cube=args.cube)
+    gt = demo_scene(args.cube, size=QUICK_SIZE if args.quick else None)
     multiple = max(size_multiple(model) for model, _ in models.values())
     gt = center_crop(gt, multiple)
-    mask2d = demo_mask(gt, mask=args.mask, seed=args.seed)
-    source = args.cube or f"procedural scene (seed {args.seed})"
-    mask_name = args.mask or f"random binary mask (seed {args.seed})"
+    mask2d = demo_mask([args.checkpoint, args.baseline], args.mask, args.mask_key)
+    source = args.cube or "CAVE feathers (test split)"
+    mask_name = args.mask or "the models' own (saved with them)"
     print(f"scene: {source}, {gt.shape[-2]}x{gt.shape[-1]}, 28 bands; mask: {mask_name}\n")
     print("| model | PSNR (dB) | SSIM | SAM (deg) |\n|---|---|---|---|")
     reconstructions = {}
@@ -90,10 +98,11 @@ def _real(args: argparse.Namespace, models: dict[str, tuple[nn.Module, str]]) ->
     if args.mask is None:
         raise ValueError("--measurement needs the mask it was taken with: pass --mask FILE")
     measurement = read_measurement(args.measurement)
+    mask2d = cassi.load_mask(args.mask, key=args.mask_key)
     output = Path(args.output)
     for key, (model, backbone) in models.items():
         preset = backbone_preset(backbone)
-        cube = reconstruct_measurement(model, measurement, args.mask, input_setting=preset.input_setting,
+        cube = reconstruct_measurement(model, measurement, mask2d, input_setting=preset.input_setting,
                                        mask_setting=preset.mask_setting)
         path = output.with_name(f"{output.stem}-{key}{output.suffix}")
         save_preview(path, cube)
@@ -103,22 +112,25 @@ def _real(args: argparse.Namespace, models: dict[str, tuple[nn.Module, str]]) ->
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=DEFAULT_SDP,
-                        help="the injected model (default: the embedded MST-S + SDP)")
+                        help=f"the injected model (default: the embedded {DEFAULT_SDP})")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE,
-                        help="the bare model to compare with (default: the embedded MST-S baseline)")
-    parser.add_argument("--cube", help="your ground-truth cube (.mat, .npy, .safetensors or a folder of band PNGs)")
-    parser.add_argument("--mask", help="your 2-D mask (.mat/.npy; default: a random binary coded aperture)")
+                        help=f"the bare model to compare with (default: the embedded {DEFAULT_BASELINE})")
+    parser.add_argument("--cube", help="your ground-truth cube (.mat, .npy, .safetensors or a folder of band PNGs; "
+                        "default: the shipped CAVE crop)")
+    parser.add_argument("--mask", help="your 2-D mask (.mat/.npy/.safetensors; default: the one saved with the models)")
+    add_mask_key_argument(parser)
     parser.add_argument("--measurement", help="a real 2-D measurement (.mat/.npy) to reconstruct instead")
-    parser.add_argument("--size", type=int, default=256, help="procedural scene size (default 256)")
-    parser.add_argument("--seed", type=int, default=DEMO_SEED, help=f"scene and mask seed (default {DEMO_SEED})")
-    parser.add_argument("--quick", action="store_true", help="a 64x64 scene, for a fast check")
+    parser.add_argument("--quick", action="store_true", help=f"the central {QUICK_SIZE}x{QUICK_SIZE} crop, for a fast check")
     parser.add_argument("--output", default="spectral-prior-demo.png", help="the figure (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``spectral-prior demo``."""
-    if args.quick:
-        args.size = 64
+    from .viz import figure_format
+
+    figure_format(args.output)  # before any compute: a suffix we cannot write, or a folder that is not there
+    if not Path(args.output).resolve().parent.is_dir():
+        raise ValueError(f"the folder of --output {args.output} does not exist")
     models = {
         "bare": load_model_and_backbone(args.baseline, None),
         "sdp": load_model_and_backbone(args.checkpoint, None),

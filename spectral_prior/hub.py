@@ -2,8 +2,10 @@
 
 A *prior source* is one of
 
-* ``"default"`` (a key of :data:`EMBEDDED_PRIORS`): the MST-S prior that ships inside the package, offline;
-* a published name, a key of :data:`PUBLISHED_PRIORS` (for example ``"mst_s-sdp"``);
+* an embedded name, a key of :data:`EMBEDDED_MODELS` (``"bisrnet-sdp"``, ``"bisrnet-baseline"``, ``"mst_s-sdp"``,
+  ``"mst_s-baseline"``; ``"default"`` is ``"bisrnet-sdp"``): the CAVE-trained models that ship inside the package,
+  offline;
+* a published name, a key of :data:`PUBLISHED_PRIORS` (for example ``"mst_l-sdp"``; an embedded name wins);
 * a local directory holding a saved prior (``config.json`` + ``model.safetensors``);
 * a Hub repo id ``"owner/name"``, optionally pinned as ``"owner/name@revision"`` where the
   revision is a branch, a tag or a commit sha.
@@ -34,7 +36,7 @@ from huggingface_hub.errors import (
 
 __all__ = [
     "DEFAULT_FILES",
-    "EMBEDDED_PRIORS",
+    "EMBEDDED_MODELS",
     "PUBLISHED_PRIORS",
     "PriorDownloadError",
     "download_prior",
@@ -46,14 +48,21 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Published priors: short name -> Hub repo id.
 #:
-#: Convention: the short name is ``"<backbone>-sdp"`` (lower case, e.g. ``"mst_s-sdp"``) and the
+#: Convention: the short name is ``"<backbone>-sdp"`` (lower case, e.g. ``"mst_l-sdp"``) and the
 #: repo lives in the ``spectral-prior`` organisation under the same name
-#: (``"spectral-prior/mst_s-sdp"``). Nothing is published yet, so the mapping is empty; add an
+#: (``"spectral-prior/mst_l-sdp"``). Nothing is published yet, so the mapping is empty; add an
 #: entry here in the same commit that uploads the repo with :func:`push_to_hub`.
 PUBLISHED_PRIORS: dict[str, str] = {}
 
-#: Priors shipped as package data: name -> folder under ``spectral_prior/pretrained``; no network needed.
-EMBEDDED_PRIORS: dict[str, str] = {"default": "mst_s_sdp"}
+#: Models shipped as package data (trained on the CAVE train scenes by ``benchmarks/quality.py --study``, seed 0):
+#: name -> folder under ``spectral_prior/pretrained``; no network needed. ``"default"`` is ``"bisrnet-sdp"``.
+EMBEDDED_MODELS: dict[str, str] = {
+    "bisrnet-sdp": "bisrnet_sdp",
+    "bisrnet-baseline": "bisrnet_baseline",
+    "mst_s-sdp": "mst_s_sdp",
+    "mst_s-baseline": "mst_s_baseline",
+    "default": "bisrnet_sdp",
+}
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 #: Files every saved prior directory holds.
@@ -74,9 +83,9 @@ class PriorDownloadError(OSError):
 
 
 def _accepted_forms() -> str:
-    names = ", ".join(sorted(EMBEDDED_PRIORS) + sorted(PUBLISHED_PRIORS))
+    names = ", ".join(sorted(EMBEDDED_MODELS) + sorted(PUBLISHED_PRIORS))
     return (
-        f"a prior source is a published name ({names}), an existing local directory, "
+        f"a prior source is an embedded or published name ({names}), an existing local directory, "
         "or a Hub repo id 'owner/name' optionally pinned as 'owner/name@revision'"
     )
 
@@ -106,10 +115,10 @@ def resolve_prior_source(source: PathLike) -> str:
         raise TypeError(f"prior source must be a str or a path, not {type(source).__name__}")
     if source and _is_local_dir(source):
         return source
-    if source in EMBEDDED_PRIORS:
-        embedded = PRETRAINED_DIR / EMBEDDED_PRIORS[source]
+    if source in EMBEDDED_MODELS:
+        embedded = PRETRAINED_DIR / EMBEDDED_MODELS[source]
         if not (embedded / "config.json").is_file():
-            raise FileNotFoundError(f"the embedded prior {source!r} is missing from {embedded}: reinstall spectral-prior")
+            raise FileNotFoundError(f"the embedded model {source!r} is missing from {embedded}: reinstall spectral-prior")
         return str(embedded)
     if _REPO_ID_RE.match(source) and _missing_local_path(source):
         raise ValueError(

@@ -14,7 +14,7 @@ costs about 1.7 s more at import and needs torchvision)::
     import timm
     import spectral_prior.timm_models  # noqa: F401 - registers the models with timm
 
-    model = timm.create_model("mst_s_sdp", pretrained=True)      # the embedded prior "default", offline
+    model = timm.create_model("bisrnet_sdp", pretrained=True)    # the embedded "bisrnet-sdp" (tag .cave), offline
     model = timm.create_model("mst_l_sdp", pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id="owner/repo"))
     model = timm.create_model("mst_l_sdp", pretrained=True, pretrained_cfg_overlay=dict(file="runs/x/final"))
     model = timm.create_model("mst_l", pretrained=True, pretrained_cfg_overlay=dict(file="mst_l.pth"))  # toolbox
@@ -24,8 +24,9 @@ Weights come from the model's timm ``pretrained_cfg``: ``hf_hub_id`` (a Hub repo
 pins it) or ``file`` (a directory saved by ``SpectralPriorInjector.save_pretrained(..., backbone=model)`` or by
 ``save_backbone``; for bare backbones also a ``.safetensors`` or MST-toolbox ``.pth`` file). They are this
 library's own format, so they are read by :func:`spectral_prior.load_model`, not by timm's state-dict loader. A
-source given in ``pretrained_cfg_overlay`` wins over the registered one. The embedded priors of
-:data:`spectral_prior.hub.EMBEDDED_PRIORS` are registered as pretrained tags (``mst_s_sdp.default``). As with every
+source given in ``pretrained_cfg_overlay`` wins over the registered one. The embedded models of
+:data:`spectral_prior.hub.EMBEDDED_MODELS` are registered with the pretrained tag ``cave`` (``bisrnet_sdp.cave``,
+``bisrnet.cave``, ``mst_s_sdp.cave``, ``mst_s.cave``: trained on the CAVE train scenes). As with every
 timm model, a created model is in training mode; call ``.eval()`` before inference. The models take the CASSI
 inputs of their preset (``model(h, phi)`` for MST), not one image.
 """
@@ -39,7 +40,7 @@ from typing import Any
 from torch import nn
 
 from .adapters.registry import backbone_preset, create_backbone, list_backbones
-from .hub import EMBEDDED_PRIORS, PRETRAINED_DIR
+from .hub import EMBEDDED_MODELS, PRETRAINED_DIR
 from .inject import INJECTOR_NAME, SpectralPriorInjector, inject_prior
 from .models import load_model
 from .prior import CONFIG_FILE, PriorConfig, SpectralDiffusionPrior, read_config
@@ -109,10 +110,13 @@ def _cfg(backbone: str, with_prior: bool, **sources: Any) -> dict[str, Any]:
     )
 
 
+EMBEDDED_TAG = "cave"  # the embedded models were trained on the CAVE train scenes
+
+
 def _embedded_cfgs() -> dict[str, dict[str, Any]]:
-    """``"<timm name>.<embedded prior name>"`` -> cfg with ``file`` at the packaged directory."""
+    """``"<timm name>.cave"`` -> cfg with ``file`` at the packaged directory of each embedded model."""
     cfgs = {}
-    for name, folder in EMBEDDED_PRIORS.items():
+    for folder in sorted(set(EMBEDDED_MODELS.values())):
         directory = PRETRAINED_DIR / folder
         if not (directory / CONFIG_FILE).is_file():
             continue  # package data not installed: the name stays without weights (and says so when asked)
@@ -122,12 +126,12 @@ def _embedded_cfgs() -> dict[str, dict[str, Any]]:
             continue  # a prior without its backbone's weights cannot make a whole timm model
         with_prior = config["kind"] == "injector"
         variant = backbone + (SDP_SUFFIX if with_prior else "")
-        cfgs[f"{variant}.{name}"] = _cfg(backbone, with_prior, file=str(directory))
+        cfgs[f"{variant}.{EMBEDDED_TAG}"] = _cfg(backbone, with_prior, file=str(directory))
     return cfgs
 
 
 def pretrained_names() -> list[str]:
-    """The registered ``name.tag`` of this module's models that have weights (``["mst_s_sdp.default"]``)."""
+    """The registered ``name.tag`` of this module's models that have weights (``["bisrnet.cave", ...]``)."""
     return sorted(
         f"{variant}.{tag}" if tag else variant
         for variant, default in default_cfgs.items()

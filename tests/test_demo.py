@@ -1,4 +1,5 @@
-"""`spectral-prior demo` and the embedded default prior: offline, quick, a valid figure."""
+"""`spectral-prior demo` and the embedded CAVE-trained models: offline, on the shipped real scene, a valid figure."""
+import json
 import re
 
 import numpy as np
@@ -8,8 +9,14 @@ from PIL import Image
 
 import spectral_prior as sp
 from spectral_prior import cli
-from spectral_prior.adapters import mst_s
-from spectral_prior.hub import PRETRAINED_DIR
+from spectral_prior import cassi
+from spectral_prior.adapters import bisrnet, mst_s
+from spectral_prior.hub import EMBEDDED_MODELS, PRETRAINED_DIR
+from spectral_prior.io import load_tensors
+from spectral_prior.models import load_saved_mask, mask_sha256
+
+EMBEDDED = {"bisrnet-sdp": "bisrnet", "bisrnet-baseline": "bisrnet", "mst_s-sdp": "mst_s", "mst_s-baseline": "mst_s"}
+ROW = re.compile(r"^\| (bare|\+ SDP) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", re.M)
 
 
 @pytest.fixture(autouse=True)
@@ -17,26 +24,63 @@ def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def test_default_prior_loads_offline_into_a_fresh_mst_s():
-    model = sp.inject_prior(mst_s(), layers="mst", prior="default").eval()
-    reference = sp.load_model("default")
+@pytest.mark.parametrize("name, backbone", EMBEDDED.items())
+def test_the_embedded_models_load_offline_with_their_mask_and_card(name, backbone, shared_data):
+    model = sp.load_model(name)
+    folder = PRETRAINED_DIR / EMBEDDED_MODELS[name]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["backbone"]["name"] == backbone and type(model).__name__ == config["backbone"]["class"]
+    assert config["kind"] == ("injector" if name.endswith("-sdp") else "backbone")
+    assert torch.equal(load_saved_mask(name), cassi.load_mask(shared_data / "mask_256.mat"))
+    assert config["mask"]["sha256"] == mask_sha256(cassi.load_mask(shared_data / "mask_256.mat"))
+    card = (folder / "README.md").read_text()
+    for entry in ("training data", "CAVE", "coded aperture", "recipe", "training time", "test (CAVE", "mask_256"):
+        assert entry in card, entry
+
+
+@pytest.mark.parametrize("name", ["bisrnet-sdp", "mst_s-sdp"])
+def test_inference_models_ship_without_the_stage1_teacher(name):
+    folder = PRETRAINED_DIR / EMBEDDED_MODELS[name]
+    assert not any("teacher" in key for key in load_tensors(folder / "model.safetensors"))
+    prior = sp.get_injector(sp.load_model(name)).prior
+    assert prior.teacher_hfe is None and not prior.config.teacher
+    with pytest.raises(ValueError, match="has no stage-1 teacher"):
+        prior.teacher(torch.rand(1, 28, 32, 32), torch.rand(1, 28, 32, 32))
+
+
+def test_default_is_bisrnet_sdp_and_injects_into_a_fresh_bisrnet():
+    model = sp.inject_prior(bisrnet(), layers="bisrnet", prior="default").eval()
+    reference = sp.load_model("bisrnet-sdp")
+    h, mask = torch.rand(1, 28, 32, 32), torch.rand(1, 28, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(h, mask), reference(h, mask))
+    mst = sp.inject_prior(mst_s(), layers="mst", prior="mst_s-sdp").eval()
     h, phi = torch.rand(1, 28, 32, 32), torch.rand(1, 28, 32, 86)
-    assert torch.equal(model(h, phi), reference(h, phi))
-    config = (PRETRAINED_DIR / "mst_s_sdp" / "config.json").read_text()
-    assert '"name": "mst_s"' in config
-    assert (PRETRAINED_DIR / "mst_s_sdp" / "README.md").read_text().startswith("---")
+    with torch.no_grad():
+        assert torch.equal(mst(h, phi), sp.load_model("mst_s-sdp")(h, phi))
+
+
+def test_demo_on_the_shipped_real_scene_scores_both_models_above_28_db(tmp_path, capsys):
+    figure = tmp_path / "demo.png"
+    assert cli.main(["demo", "--output", str(figure)]) == 0
+    out = capsys.readouterr().out
+    rows = ROW.findall(out)
+    assert [row[0] for row in rows] == ["bare", "+ SDP"]
+    assert all(float(row[1]) >= 28 for row in rows), out
+    assert "CAVE feathers" in out and "256x256" in out
+    with Image.open(figure) as image:
+        image.verify()
+        assert image.format == "PNG"
 
 
 def test_demo_quick_prints_both_models_and_writes_a_png(tmp_path, capsys):
     figure = tmp_path / "demo.png"
     assert cli.main(["demo", "--quick", "--output", str(figure)]) == 0
     out = capsys.readouterr().out
-    rows = re.findall(r"^\| (bare|\+ SDP) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
-    assert [row[0] for row in rows] == ["bare", "+ SDP"]
-    assert all(5 < float(row[1]) < 60 for row in rows)
+    rows = ROW.findall(out)
+    assert [row[0] for row in rows] == ["bare", "+ SDP"] and "128x128" in out
     with Image.open(figure) as image:
         image.verify()
-        assert image.format == "PNG"
 
 
 def test_demo_on_a_user_cube_and_mask(tmp_path, capsys):
@@ -44,7 +88,8 @@ def test_demo_on_a_user_cube_and_mask(tmp_path, capsys):
     np.save(cube, sp.data.ProceduralCubes(1, size=40, seed=5)[0].numpy())
     mask = tmp_path / "mask.npy"
     np.save(mask, (np.random.default_rng(0).random((48, 48)) > 0.5).astype("float32"))
-    assert cli.main(["demo", "--cube", str(cube), "--mask", str(mask), "--output", str(tmp_path / "f.png")]) == 0
+    with pytest.warns(UserWarning, match="trained with another coded aperture"):
+        assert cli.main(["demo", "--cube", str(cube), "--mask", str(mask), "--output", str(tmp_path / "f.png")]) == 0
     assert "40x40" in capsys.readouterr().out
     assert (tmp_path / "f.png").is_file()
 

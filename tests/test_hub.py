@@ -60,14 +60,16 @@ def _resolve_requests(log: list[tuple[str, str]], method: str) -> set[str]:
 
 
 def test_resolve_prior_source_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(hub.PUBLISHED_PRIORS, "mst_s-sdp", "spectral-prior/mst_s-sdp")
-    assert resolve_prior_source("mst_s-sdp") == "spectral-prior/mst_s-sdp"
+    monkeypatch.setitem(hub.PUBLISHED_PRIORS, "mst_m-sdp", "spectral-prior/mst_m-sdp")
+    assert resolve_prior_source("mst_m-sdp") == "spectral-prior/mst_m-sdp"
+    assert resolve_prior_source("mst_s-sdp") == str(hub.PRETRAINED_DIR / "mst_s_sdp")  # embedded names win
     assert resolve_prior_source(str(tmp_path)) == str(tmp_path)
     assert resolve_prior_source(tmp_path) == str(tmp_path)
     for repo in ("owner/name", "spectral-prior/mst_s-sdp", "a.b/c_d@v1.0", "o/n@refs/pr/3", "o/n@" + "f" * 40):
         assert resolve_prior_source(repo) == repo
 
-    with pytest.raises(ValueError, match=r"unknown prior name 'mst_l-sdp'.*published name \(default, mst_s-sdp\)"):
+    with pytest.raises(ValueError, match=r"unknown prior name 'mst_l-sdp'.*name \(bisrnet-baseline, bisrnet-sdp, default, mst_s-baseline, "
+                       r"mst_s-sdp, mst_m-sdp\)"):
         resolve_prior_source("mst_l-sdp")
     for bad in ("", "a/b/c", "./not/here", "owner/", "owner/name@", "-owner/name", "own--er/name", "a b/c"):
         with pytest.raises(ValueError, match=r"not a local directory nor a Hub repo id.*'owner/name@revision'"):
@@ -76,7 +78,8 @@ def test_resolve_prior_source_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_unknown_name_lists_the_embedded_and_published_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub, "PUBLISHED_PRIORS", {})
-    with pytest.raises(ValueError, match=r"unknown prior name 'nope': .*published name \(default\)"):
+    with pytest.raises(ValueError, match=r"unknown prior name 'nope': .*published name \(bisrnet-baseline, bisrnet-sdp, "
+                       r"default, mst_s-baseline, mst_s-sdp\)"):
         download_prior("nope")
 
 
@@ -185,8 +188,8 @@ def test_published_name_and_revisions(
 ) -> None:
     files = _prior_files()
     commit = hub_server.add_repo(REPO, files)
-    monkeypatch.setitem(hub.PUBLISHED_PRIORS, "mst_s-sdp", REPO)
-    assert _read(download_prior("mst_s-sdp")) == files
+    monkeypatch.setitem(hub.PUBLISHED_PRIORS, "mst_m-sdp", REPO)
+    assert _read(download_prior("mst_m-sdp")) == files
 
     hub_server.clear_log()
     assert download_prior(f"{REPO}@{commit}").name == commit

@@ -30,7 +30,7 @@ from spectral_prior.adapters import (
     load_toolbox_checkpoint,
     mst_s,
 )
-from spectral_prior.hub import EMBEDDED_PRIORS, PRETRAINED_DIR
+from spectral_prior.hub import EMBEDDED_MODELS, PRETRAINED_DIR
 
 ALL_BACKBONES = ["bisrnet", "mst_l", "mst_m", "mst_plus_plus", "mst_s"]
 
@@ -86,8 +86,9 @@ def test_every_backbone_and_its_sdp_variant_is_a_timm_model(timm: ModuleType) ->
     ours = ALL_BACKBONES + [name + "_sdp" for name in ALL_BACKBONES]
     assert sorted(timm.list_models(module="timm_models")) == sorted(ours)
     assert set(timm.list_models("mst*")) >= {"mst_s", "mst_m", "mst_l", "mst_plus_plus", "mst_l_sdp", "mst_s_sdp"}
-    assert EMBEDDED_PRIORS["default"] == "mst_s_sdp"
-    assert "mst_s_sdp.default" in timm.list_pretrained("mst*")
+    assert EMBEDDED_MODELS["default"] == EMBEDDED_MODELS["bisrnet-sdp"] == "bisrnet_sdp"
+    assert {"mst_s_sdp.cave", "mst_s.cave"} <= set(timm.list_pretrained("mst*"))
+    assert {"bisrnet_sdp.cave", "bisrnet.cave"} <= set(timm.list_pretrained("bisrnet*"))
     with_weights = timm.list_models(module="timm_models", pretrained=True, include_tags=True)
     assert sorted(with_weights) == sp.timm_models.pretrained_names()
 
@@ -136,13 +137,14 @@ def test_prior_config_sizes_the_prior(timm: ModuleType) -> None:
 # -- pretrained weights through pretrained_cfg ---------------------------------------------------------------------
 
 
-def test_pretrained_mst_s_sdp_is_the_embedded_default_prior(timm: ModuleType) -> None:
-    model = timm.create_model("mst_s_sdp", pretrained=True)
+@pytest.mark.parametrize("timm_name, embedded", [("mst_s_sdp", "mst_s-sdp"), ("bisrnet", "bisrnet-baseline")])
+def test_pretrained_is_the_embedded_cave_model(timm: ModuleType, timm_name: str, embedded: str) -> None:
+    model = timm.create_model(timm_name, pretrained=True)
     assert model.training  # as every timm model
-    assert model.pretrained_cfg["file"] == str(PRETRAINED_DIR / "mst_s_sdp")
-    assert model.pretrained_cfg["tag"] == "default"
-    _assert_same_outputs(model, sp.load_model("default"))
-    _assert_same_outputs(timm.create_model("mst_s_sdp.default", pretrained=True), model)
+    assert model.pretrained_cfg["file"] == str(PRETRAINED_DIR / EMBEDDED_MODELS[embedded])
+    assert model.pretrained_cfg["tag"] == "cave"
+    _assert_same_outputs(model, sp.load_model(embedded), timm_name.removesuffix("_sdp"))
+    _assert_same_outputs(timm.create_model(f"{timm_name}.cave", pretrained=True), model, timm_name.removesuffix("_sdp"))
 
 
 def test_pretrained_cfg_overlay_file_loads_a_saved_directory(timm: ModuleType, saved: Path) -> None:
@@ -173,9 +175,9 @@ def test_pretrained_cfg_hub_id_downloads_through_the_hub(
 # -- clear errors --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["mst_l_sdp", "bisrnet", "mst_plus_plus_sdp"])
+@pytest.mark.parametrize("name", ["mst_l_sdp", "mst_m", "mst_plus_plus_sdp"])
 def test_pretrained_without_weights_names_those_that_exist(timm: ModuleType, name: str) -> None:
-    expected = rf"no pretrained weights for {name}: the spectral-prior models with weights are [^;]*mst_s_sdp\.default"
+    expected = rf"no pretrained weights for {name}: the spectral-prior models with weights are [^;]*mst_s_sdp\.cave"
     with pytest.raises(RuntimeError, match=expected + r"[^;]*; .*file=.*hf_hub_id="):
         timm.create_model(name, pretrained=True)
 
