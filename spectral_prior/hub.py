@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Union
+from typing import Any, Union
 
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub import constants as hf_constants
@@ -80,6 +80,17 @@ class PriorDownloadError(OSError):
     The message says what went wrong in this library's terms; the original huggingface_hub
     exception is kept as ``__cause__``.
     """
+
+
+HUB_OPTIONS = ("revision", "cache_dir", "local_files_only", "token")
+"""The keyword arguments that loading by name passes on to :func:`download_prior`."""
+
+
+def check_hub_options(options: dict[str, Any], caller: str) -> None:
+    """TypeError naming any keyword argument of ``caller`` that is not one of :data:`HUB_OPTIONS` (a typo, usually)."""
+    unknown = sorted(set(options) - set(HUB_OPTIONS))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}; its Hub options are {list(HUB_OPTIONS)}")
 
 
 def _accepted_forms() -> str:

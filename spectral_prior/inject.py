@@ -17,6 +17,7 @@ computed outside the checkpointed call, so it is not supported.
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 import threading
 import uuid
@@ -32,6 +33,8 @@ from .adapters.presets import PRESETS, Condition, Preset, first_argument
 from .io import atomic_path, load_state_dict_strict, load_tensors, save_json, save_tensors
 from .prior import CONFIG_FILE, WEIGHTS_FILE, LinearPrior, build_prior, library_stamp, prior_spec, read_config
 from .spim import SPIM, default_channel_axis
+
+logger = logging.getLogger("spectral_prior")
 
 INJECTOR_NAME = "spectral_prior"
 BACKBONE_FILE = "backbone.safetensors"
@@ -416,7 +419,7 @@ def _load_injected_checkpoint(source: str, **hub_kwargs: Any) -> tuple[Path, dic
 
 def inject_prior(
     model: nn.Module,
-    layers: Layers,
+    layers: Layers | None = None,
     prior: nn.Module | str | Path | None = None,
     *,
     condition: Condition | None = None,
@@ -424,6 +427,7 @@ def inject_prior(
     prior_dim: int | None = None,
     channel_axis: int | None = None,
     example_inputs: Any = None,
+    load_backbone: bool = True,
     replace: bool = False,
     **hub_kwargs: Any,
 ) -> nn.Module:
@@ -432,10 +436,11 @@ def inject_prior(
     Args:
         model: any ``nn.Module``.
         layers: a preset name (``"mst"``, ``"bisrnet"``), a regex matched with ``re.fullmatch`` against dotted module
-            names, or a list of module names or dotted suffixes (as peft's ``target_modules``).
-        prior: a prior module; a directory, Hub repo id or published name of a saved prior or injected checkpoint
-            (prior + SPIMs, and the backbone weights when saved with them); or None for a :class:`LinearPrior`
-            stand-in of ``prior_dim``.
+            names, or a list of module names or dotted suffixes (as peft's ``target_modules``). May be left out when
+            ``prior`` names a saved injection, which records its layers.
+        prior: a prior module; a directory, Hub repo id, embedded or published name of a saved prior or injected
+            checkpoint (prior + SPIMs, and the backbone weights when saved with them); or None for a
+            :class:`LinearPrior` stand-in of ``prior_dim``.
         condition: ``condition(args, kwargs) -> Tensor``, the prior's input from the forward arguments; presets
             supply it, and by default it is the first positional argument.
         channels: channel count of every target (an int) or per target name; inferred by a probe forward otherwise.
@@ -444,26 +449,41 @@ def inject_prior(
             (tokens [B, N, C]) and axis 1 otherwise ([B, C, ...]).
         example_inputs: inputs for the probe forward (a tensor, a tuple of args, or ``(args, kwargs)``); presets
             supply small ones.
+        load_backbone: when ``prior`` names a checkpoint saved with its backbone's weights, load them into ``model``
+            (the default, as the one-line path ``inject_prior(fresh_backbone, prior=NAME)`` needs; logged at INFO on
+            the ``spectral_prior`` logger). False keeps the model's own weights (your fine-tuned backbone).
         replace: remove an existing injection first instead of raising.
-        hub_kwargs: ``revision``, ``cache_dir``, ``local_files_only``, ``token`` for loading ``prior`` by name.
+        hub_kwargs: ``revision``, ``cache_dir``, ``local_files_only``, ``token`` for loading ``prior`` by name;
+            any other keyword is a TypeError.
     """
+    from .hub import check_hub_options
+
+    check_hub_options(hub_kwargs, "inject_prior")
     if hasattr(model, INJECTOR_NAME):
         if not replace:
             raise ValueError("this model already has a prior injected; call remove_prior(model) or pass replace=True")
         remove_prior(model)
 
+    checkpoint_dir, saved = None, None
+    if isinstance(prior, (str, Path)):
+        checkpoint_dir, saved = _load_injected_checkpoint(str(prior), **hub_kwargs)
+    if layers is None:
+        if saved is None or saved.get("kind") != "injector":
+            raise TypeError("inject_prior() needs layers= (a preset name, a regex or module names), unless prior= names "
+                            "a saved injection, which records them")
+        layers = saved["preset"] or saved["layers"]
     preset: Preset | None = PRESETS.get(layers) if isinstance(layers, str) else None
     pattern = preset.layers if preset else layers
     condition = condition or (preset.condition if preset else first_argument("x"))
     targets = match_targets(model, pattern)
 
-    checkpoint_dir, saved = None, None
-    if isinstance(prior, (str, Path)):
-        checkpoint_dir, saved = _load_injected_checkpoint(str(prior), **hub_kwargs)
-        if saved.get("backbone"):  # first, so that another architecture fails on its first mismatched key
+    if saved is not None:
+        if saved.get("backbone") and load_backbone:  # first: another architecture fails on its first mismatched key
             load_state_dict_strict(model, load_tensors(checkpoint_dir / BACKBONE_FILE), source=str(checkpoint_dir))
+            logger.info("inject_prior: loaded the backbone weights saved in %s into the model", checkpoint_dir)
         if saved.get("kind") == "injector":
             _check_saved_targets(saved, targets, checkpoint_dir)
+            _check_given_channels(channels, saved["channels"], checkpoint_dir)
             channels, channel_axis = saved["channels"], saved["channel_axes"]
         prior = build_prior(saved["prior"] if saved.get("kind") == "injector" else saved)
     if prior is None:
@@ -505,6 +525,16 @@ def inject_prior(
 
     _attach(model, injector)
     return model
+
+
+def _check_given_channels(given: Any, saved: Mapping[str, int], directory: Path) -> None:
+    if given is None:
+        return
+    expected = {name: given for name in saved} if isinstance(given, int) else dict(given)
+    wrong = {name: (value, saved[name]) for name, value in expected.items() if name in saved and saved[name] != value}
+    if wrong:
+        details = ", ".join(f"{name}: {value} given, {was} saved" for name, (value, was) in wrong.items())
+        raise ValueError(f"channels= disagrees with the injection saved in {directory} ({details}); leave it out")
 
 
 def _check_saved_targets(saved: Mapping[str, Any], targets: Sequence[str], directory: Path) -> None:

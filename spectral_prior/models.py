@@ -52,8 +52,9 @@ def save_mask(directory: str | Path, mask2d: Tensor, *, source: str) -> dict[str
 
 def load_saved_mask(checkpoint: str | Path, **hub_kwargs: Any) -> Tensor | None:
     """The coded aperture a saved model (directory, embedded name or Hub repo id) was trained with, or None."""
-    from .hub import download_prior
+    from .hub import check_hub_options, download_prior
 
+    check_hub_options(hub_kwargs, "load_saved_mask")
     directory = download_prior(str(checkpoint), filenames=(CONFIG_FILE,), optional=(MASK_FILE,), **hub_kwargs)
     entry = read_config(directory / CONFIG_FILE).get("mask")
     if entry is None:
@@ -118,6 +119,9 @@ def load_model(checkpoint: str | Path | None = None, *, backbone: str | None = N
     it, and must then agree with it. ``hub_kwargs`` (``revision``, ``cache_dir``, ``local_files_only``,
     ``token``) apply to Hub repo ids.
     """
+    from .hub import check_hub_options, download_prior
+
+    check_hub_options(hub_kwargs, "load_model")
     if checkpoint is None:
         if backbone is None:
             raise ValueError("pass a checkpoint, a backbone name, or both")
@@ -132,8 +136,6 @@ def load_model(checkpoint: str | Path | None = None, *, backbone: str | None = N
         else:
             load_toolbox_checkpoint(model, path)
         return model.eval()
-
-    from .hub import download_prior
 
     directory = download_prior(
         str(checkpoint), filenames=(CONFIG_FILE,), optional=(WEIGHTS_FILE, BACKBONE_FILE), **hub_kwargs

@@ -219,3 +219,34 @@ def test_a_scene_smaller_than_the_crop_is_named(tmp_path):
     batches = CassiBatches(CubeFolder(config.data, scenes=["tiny"]), cassi.load_mask(config.mask), crop=32, batch=2)
     with pytest.raises(ValueError, match=r"scene 'tiny' \(30x30\) is smaller than the crop \(32x32\)"):
         batches.batch_at(0)
+
+
+# -- loading that says what it does -------------------------------------------------------------------------------
+
+
+def test_a_saved_injection_records_its_layers_and_backbone_loading_is_explicit(caplog):
+    import logging
+
+    torch.manual_seed(3)
+    mine = sp.adapters.mst_s()
+    before = {k: v.clone() for k, v in mine.state_dict().items()}
+    kept = sp.inject_prior(mine, prior="mst_s-sdp", load_backbone=False)  # layers read from the saved folder
+    assert sp.get_injector(kept).targets == sp.get_injector(sp.load_model("mst_s-sdp")).targets
+    assert all(torch.equal(v, before[k]) for k, v in kept.state_dict().items() if k in before)
+
+    with caplog.at_level(logging.INFO, logger="spectral_prior"):
+        loaded = sp.inject_prior(sp.adapters.mst_s(), prior="mst_s-sdp")
+    assert "loaded the backbone weights saved in" in caplog.text
+    reference = sp.load_model("mst_s-sdp").state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in loaded.state_dict().items())
+
+
+def test_loading_refuses_typos_and_contradictions():
+    with pytest.raises(TypeError, match=r"inject_prior\(\) got unexpected keyword arguments \['chanels'\]"):
+        sp.inject_prior(sp.adapters.mst_s(), "mst", prior="mst_s-sdp", chanels=99)
+    with pytest.raises(TypeError, match=r"load_model\(\) got unexpected keyword arguments \['revison'\]"):
+        sp.load_model("mst_s-sdp", revison="v1")
+    with pytest.raises(ValueError, match=r"channels= disagrees with the injection saved in .*: 99 given, 28 saved"):
+        sp.inject_prior(sp.adapters.mst_s(), "mst", prior="mst_s-sdp", channels=99)
+    with pytest.raises(TypeError, match=r"needs layers="):
+        sp.inject_prior(sp.adapters.mst_s(), prior_dim=8)
