@@ -148,6 +148,7 @@ class SpectralPriorInjector(nn.Module):
         self._distilled: list[tuple[Tensor, Tensor]] | None = None
         self._distill_noise: Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.backbone_signature: dict[str, Any] | None = None  # set when attached: the class and size of the backbone
 
     def compute_prior(self, condition: Tensor) -> Tensor:
         """The prior vector for one forward: the teacher's inside :meth:`teacher`, the distilled student's inside
@@ -224,6 +225,7 @@ class SpectralPriorInjector(nn.Module):
             "channel_axes": self.channel_axes,
             "prior_dim": self.prior_dim,
             "prior": prior_spec(self.prior),
+            "trained_with": self.backbone_signature,
         }
 
     def save_pretrained(
@@ -482,6 +484,7 @@ def inject_prior(
             load_state_dict_strict(model, load_tensors(checkpoint_dir / BACKBONE_FILE), source=str(checkpoint_dir))
             logger.info("inject_prior: loaded the backbone weights saved in %s into the model", checkpoint_dir)
         if saved.get("kind") == "injector":
+            _check_backbone_signature(saved, model, checkpoint_dir)
             _check_saved_targets(saved, targets, checkpoint_dir)
             _check_given_channels(channels, saved["channels"], checkpoint_dir)
             channels, channel_axis = saved["channels"], saved["channel_axes"]
@@ -555,7 +558,24 @@ def _resolve_prior_dim(prior: nn.Module, prior_dim: int | None) -> int:
     return resolved
 
 
+def backbone_signature(model: nn.Module) -> dict[str, Any]:
+    """What identifies a backbone variant without its weights: its class and parameter count (MST-S vs MST-L)."""
+    parameters = sum(p.numel() for name, p in model.named_parameters() if not name.startswith(INJECTOR_NAME + "."))
+    return {"class": type(model).__name__, "parameters": parameters}
+
+
+def _check_backbone_signature(saved: Mapping[str, Any], model: nn.Module, directory: Path) -> None:
+    trained, here = saved.get("trained_with"), backbone_signature(model)
+    if trained is not None and trained != here:
+        raise ValueError(
+            f"{directory} was trained with a {trained['class']} of {trained['parameters']:,} parameters, but this model "
+            f"is a {here['class']} of {here['parameters']:,}: a prior and its SPIMs belong to the backbone variant "
+            "they were trained with"
+        )
+
+
 def _attach(model: nn.Module, injector: SpectralPriorInjector) -> None:
+    injector.backbone_signature = backbone_signature(model)
     model.add_module(INJECTOR_NAME, injector)
     handles = [
         model.register_forward_pre_hook(_compute_prior_hook, with_kwargs=True),

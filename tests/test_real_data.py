@@ -250,3 +250,11 @@ def test_loading_refuses_typos_and_contradictions():
         sp.inject_prior(sp.adapters.mst_s(), "mst", prior="mst_s-sdp", channels=99)
     with pytest.raises(TypeError, match=r"needs layers="):
         sp.inject_prior(sp.adapters.mst_s(), prior_dim=8)
+
+
+def test_a_prior_saved_without_its_backbone_refuses_another_variant(tmp_path):
+    model = sp.inject_prior(sp.adapters.mst_s(), "mst", prior=sp.SpectralDiffusionPrior(sp.PriorConfig(**TINY_PRIOR)))
+    sp.get_injector(model).save_pretrained(tmp_path / "prior-only")  # no backbone weights
+    assert sp.inject_prior(sp.adapters.mst_s(), prior=tmp_path / "prior-only")  # the same variant loads
+    with pytest.raises(ValueError, match=r"trained with a MST of [\d,]+ parameters, but this model is a MST of [\d,]+"):
+        sp.inject_prior(sp.adapters.mst_l(), prior=tmp_path / "prior-only")
