@@ -218,9 +218,10 @@ def _card(result: dict[str, Any], study: Study) -> dict[str, str]:
                          "toolbox's augmentation; resampled to the 28 CASSI bands",
         "coded aperture": "mask_256.mat, the TSA-Net / MST toolbox simulation mask (random crops of it in training); "
                           "saved beside the model as mask.safetensors",
-        "recipe": f"from {start}; {recipe}; Adam, backbone lr {result['lr']}, prior/SPIM lr "
-                  f"{result['prior_lr'] or result['lr']}, {backbone_schedule(study.backbone)} schedule; seed "
-                  f"{result['seed']} (fixed in advance, not chosen on the test scenes)",
+        "recipe": f"from {start}; {recipe}; Adam, backbone lr {result['lr']}"
+                  + (f", prior/SPIM lr {result['prior_lr'] or result['lr']}" if result["arm"] != "baseline" else "")
+                  + f", {backbone_schedule(study.backbone)} schedule; seed {result['seed']} (fixed in advance, not "
+                  "chosen on the test scenes)",
         "training time": f"{result['train_seconds'] / 60:.0f} min of optimisation steps on 1 CPU thread",
         "test (CAVE balloons, chart_and_stuffed_toy, feathers, oil_painting; 16 quadrants of 256x256, mask_256)":
             f"PSNR {test['mean']['psnr']:.2f} dB, SSIM {test['mean']['ssim']:.3f}, SAM {test['mean']['sam']:.2f} "
