@@ -226,6 +226,10 @@ def _card(result: dict[str, Any], study: Study) -> dict[str, str]:
         "test (CAVE balloons, chart_and_stuffed_toy, feathers, oil_painting; 16 quadrants of 256x256, mask_256)":
             f"PSNR {test['mean']['psnr']:.2f} dB, SSIM {test['mean']['ssim']:.3f}, SAM {test['mean']['sam']:.2f} "
             f"deg; per scene: {scenes}",
+        "caveat": f"a 2-core CPU budget ({study.steps[result['budget']]} backbone steps of {result['crop']}x"
+                  f"{result['crop']} crops), far from the MST toolbox's GPU training (300k steps of 256x256 crops); "
+                  "CAVE only (no KAIST here), and the official BiSRNet was trained by its authors on all of CAVE, test "
+                  "scenes included. Good for demos and tests; train your own for real work (docs/training.md)",
         "produced by": f"benchmarks/quality.py --study {result['study']} --budget {result['budget']} --ship "
                        "(spectral-prior repository)",
     }
