@@ -339,6 +339,10 @@ def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
 def _probe_targets(model: nn.Module, targets: Sequence[str], example: tuple[tuple, dict]) -> dict[str, Any]:
     """Run ``model`` once in eval mode on ``example`` and return each target's output."""
     outputs: dict[str, Any] = {}
@@ -508,7 +512,15 @@ def inject_prior(
             raise ValueError(
                 "cannot infer the targets' channels: pass example_inputs= (inputs for one probe forward) or channels="
             )
-        probed = _probe_targets(model, targets, example)
+        try:
+            probed = _probe_targets(model, targets, example)
+        except (RuntimeError, ValueError) as err:
+            if preset is None or example_inputs is not None:
+                raise
+            raise ValueError(
+                f"the probe forward of preset {preset.name!r} fails on {type(model).__name__} ({_first_line(err)}): is "
+                f"{preset.name!r} this backbone's preset? Presets: {', '.join(PRESETS)}; or pass example_inputs="
+            ) from err
     prior.to(device=device, dtype=dtype)
     if example is not None:
         _probe_prior(prior, condition, example, prior_dim)

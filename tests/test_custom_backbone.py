@@ -161,3 +161,19 @@ def test_a_block_returning_a_tuple_is_named(inputs):
     with pytest.raises(TypeError, match=r"target 'down1' returns tuple; .*Choose blocks that return one tensor"):
         wrap(net, inputs, layers=r"down\d")
     assert not hasattr(net, "spectral_prior"), "a failed injection leaves the model bare"
+
+
+def test_a_preset_that_does_not_fit_the_backbone_names_the_presets():
+    """A backbone without input checks (e.g. the toolbox's own BiSRNet) given the wrong preset: one clear error."""
+
+    class MaskedByElementwise(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bottleneck = torch.nn.Conv2d(28, 28, 1)
+
+        def forward(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.bottleneck(y) * mask  # the 'mst' probe's Phi is 54 columns wider: a size mismatch deep inside
+
+    with pytest.raises(ValueError, match=r"probe forward of preset 'mst' fails on MaskedByElementwise \(The size of "
+                                         r"tensor .*is 'mst' this backbone's preset\? Presets: mst, bisrnet"):
+        sp.inject_prior(MaskedByElementwise(), "mst", prior_dim=8)
