@@ -256,6 +256,18 @@ def load_model_and_backbone(checkpoint: Optional[str], backbone: Optional[str]) 
     return model, backbone or _saved_backbone_name(checkpoint)
 
 
+def prepare_output_folder(path: str | Path) -> Path:
+    """Create the ``--output`` folder before any compute, so that a path that cannot be one fails first."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--output {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the --output folder {folder}: {err.strerror}") from err
+    return folder
+
+
 def require_trained_weights(args: argparse.Namespace) -> None:
     """Refuse to run an untrained ``--backbone`` unless ``--random-weights`` asks for it."""
     if args.checkpoint is None and not args.random_weights:
@@ -354,6 +366,7 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, Any]:
     """Run ``spectral-prior eval``; returns the report written to ``metrics.json``."""
     require_trained_weights(args)
     device = resolve_device(args.device)
+    output = prepare_output_folder(args.output)
     figures = Path(args.figures) if args.figures else None
     if figures is not None:
         require_matplotlib()
@@ -372,7 +385,6 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, Any]:
         for kept, result in zip(per_model, scene_results):
             kept.append({key: value for key, value in result.items() if not isinstance(value, Tensor)})
 
-    output = Path(args.output)
     rows = [{"model": c.label, **r} for c, results in zip(candidates, per_model) for r in results]
     _write_csv(output / "metrics.csv", rows)
     report = {**_report(candidates[0], per_model[0]), **_describe_inputs(args), "device": str(device)}

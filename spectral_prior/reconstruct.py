@@ -30,6 +30,7 @@ from .evaluate import (
     add_mask_key_argument,
     add_model_arguments,
     load_model_and_backbone,
+    prepare_output_folder,
     require_trained_weights,
     resolve_device,
 )
@@ -165,6 +166,7 @@ def reconstruct_command(args: argparse.Namespace) -> Path:
     """Run ``spectral-prior reconstruct``; returns the output folder."""
     require_matplotlib()
     require_trained_weights(args)
+    prepare_output_folder(args.output)
     measurement = read_measurement(args.measurement, args.key)
     mask2d = resolve_model_mask(args.checkpoint, cassi.load_mask(args.mask, key=args.mask_key) if args.mask else None)
     _check_geometry(measurement, mask2d, cassi.BANDS, cassi.STEP)  # before the (slow) model load

@@ -170,3 +170,9 @@ def test_bad_inputs_are_one_line_errors(case, tmp_path, baselines):
     assert stderr.startswith("spectral-prior eval: error: ") and stderr.count("\n") == 1, stderr
     assert message in stderr
     assert "Traceback" not in stderr and not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_an_output_that_is_a_file_fails_before_any_compute(tmp_path, baselines):
+    (tmp_path / "out").write_text("")
+    status, _, stderr = _eval("--checkpoint", baselines[0], *SCENES, "--output", tmp_path / "out", "--quiet")
+    assert status == 2 and f"--output {tmp_path / 'out'} is a file, not a folder" in stderr
