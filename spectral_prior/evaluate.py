@@ -20,6 +20,7 @@ import argparse
 import csv
 import io
 import math
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,15 +257,17 @@ def load_model_and_backbone(checkpoint: Optional[str], backbone: Optional[str]) 
     return model, backbone or _saved_backbone_name(checkpoint)
 
 
-def prepare_output_folder(path: str | Path) -> Path:
-    """Create the ``--output`` folder before any compute, so that a path that cannot be one fails first."""
+def check_output_folder(path: str | Path) -> Path:
+    """Check, before any compute, that ``--output`` can be a folder: not a file, and under a writable folder.
+
+    Nothing is created: a run that fails later leaves no empty folder behind.
+    """
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--output {folder} is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"cannot create the --output folder {folder}: {err.strerror}") from err
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write the --output folder {folder}: {existing} is not a writable folder")
     return folder
 
 
@@ -366,7 +369,7 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, Any]:
     """Run ``spectral-prior eval``; returns the report written to ``metrics.json``."""
     require_trained_weights(args)
     device = resolve_device(args.device)
-    output = prepare_output_folder(args.output)
+    output = check_output_folder(args.output)
     figures = Path(args.figures) if args.figures else None
     if figures is not None:
         require_matplotlib()

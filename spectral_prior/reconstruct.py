@@ -29,8 +29,8 @@ from .data import CASSI_WAVELENGTHS
 from .evaluate import (
     add_mask_key_argument,
     add_model_arguments,
+    check_output_folder,
     load_model_and_backbone,
-    prepare_output_folder,
     require_trained_weights,
     resolve_device,
 )
@@ -166,7 +166,7 @@ def reconstruct_command(args: argparse.Namespace) -> Path:
     """Run ``spectral-prior reconstruct``; returns the output folder."""
     require_matplotlib()
     require_trained_weights(args)
-    prepare_output_folder(args.output)
+    check_output_folder(args.output)
     measurement = read_measurement(args.measurement, args.key)
     mask2d = resolve_model_mask(args.checkpoint, cassi.load_mask(args.mask, key=args.mask_key) if args.mask else None)
     _check_geometry(measurement, mask2d, cassi.BANDS, cassi.STEP)  # before the (slow) model load
