@@ -142,6 +142,14 @@ class SpectralDiffusionPrior(
             )
         return self.teacher_hfe(h, gt)
 
+    def student_parameters(self) -> list[nn.Parameter]:
+        """What stage 2a trains: the student HFE and the diffusion model (the inference path)."""
+        return [*self.student.parameters(), *self.diffusion.parameters()]
+
+    def teacher_parameters(self) -> list[nn.Parameter]:
+        """What only stage 1 trains: the teacher HFE (empty once dropped)."""
+        return [] if self.teacher_hfe is None else list(self.teacher_hfe.parameters())
+
     def drop_teacher(self) -> "SpectralDiffusionPrior":
         """Remove the stage-1 teacher (in place; returns self): an inference model needs only the student path."""
         self.teacher_hfe = None

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -248,16 +248,22 @@ def _build_model(config: TrainConfig) -> nn.Module:
 
 
 def _trainable(model: nn.Module, stage: str) -> list[nn.Parameter]:
-    """Freeze what ``stage`` does not train; return the parameters it does."""
-    frozen: Callable[[str], bool] = {
-        "baseline": lambda name: False,
-        "stage1": lambda name: name.startswith(f"{INJECTOR_NAME}.prior.") and ".teacher_hfe." not in name,
-        "stage2a": lambda name: not name.startswith((f"{INJECTOR_NAME}.prior.student.", f"{INJECTOR_NAME}.prior.diffusion.")),
-        "stage2b": lambda name: ".teacher_hfe." in name,
-    }[stage]
+    """Freeze what ``stage`` does not train; return the parameters it does (in the model's order)."""
+    if stage == "baseline":
+        chosen = {id(p) for p in model.parameters()}
+    else:
+        prior = get_injector(model).prior
+        student = {id(p) for p in prior.student_parameters()}
+        teacher = {id(p) for p in prior.teacher_parameters()}
+        everything = {id(p) for p in model.parameters()}
+        chosen = {
+            "stage1": everything - student,  # backbone, SPIMs and the teacher
+            "stage2a": student,  # the prior alone learns to reproduce the teacher
+            "stage2b": everything - teacher,  # all but the teacher
+        }[stage]
     trainable = []
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(not frozen(name))
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in chosen)
         if parameter.requires_grad:
             trainable.append(parameter)
     return trainable
