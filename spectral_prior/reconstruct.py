@@ -169,7 +169,13 @@ def reconstruct_command(args: argparse.Namespace) -> Path:
     check_output_folder(args.output)
     measurement = read_measurement(args.measurement, args.key)
     mask2d = resolve_model_mask(args.checkpoint, cassi.load_mask(args.mask, key=args.mask_key) if args.mask else None)
-    _check_geometry(measurement, mask2d, cassi.BANDS, cassi.STEP)  # before the (slow) model load
+    try:
+        _check_geometry(measurement, mask2d, cassi.BANDS, cassi.STEP)  # before the (slow) model load
+    except ValueError as err:
+        if args.mask:
+            raise
+        raise ValueError(f"{err} (the mask saved with {args.checkpoint}: a real measurement needs the mask of the "
+                         "camera that took it, pass --mask)") from err
     model, backbone = load_model_and_backbone(args.checkpoint, args.backbone)
     preset = backbone_preset(backbone)
     cube = reconstruct_measurement(

@@ -258,3 +258,9 @@ def test_a_prior_saved_without_its_backbone_refuses_another_variant(tmp_path):
     assert sp.inject_prior(sp.adapters.mst_s(), prior=tmp_path / "prior-only")  # the same variant loads
     with pytest.raises(ValueError, match=r"trained with a MST of [\d,]+ parameters, but this model is a MST of [\d,]+"):
         sp.inject_prior(sp.adapters.mst_l(), prior=tmp_path / "prior-only")
+
+
+def test_reconstruct_with_the_model_mask_names_it_when_the_measurement_does_not_fit(shared_data, tmp_path):
+    status, _, err = _run("reconstruct", "--checkpoint", "bisrnet-sdp", "--measurement",
+                          shared_data / "real_measurements" / "scene1.mat", "--output", tmp_path / "out")
+    assert status == 2 and "the 256x256 mask needs 256x310" in err and "the mask saved with bisrnet-sdp" in err
