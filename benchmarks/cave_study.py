@@ -33,7 +33,8 @@ from spectral_prior.adapters import backbone_preset
 from spectral_prior.adapters.registry import backbone_schedule
 from spectral_prior.data import CAVE_SPLIT, CubeFolder, SceneTiles
 from spectral_prior.evaluate import evaluate, mean_metrics
-from spectral_prior.models import save_backbone, save_mask
+from spectral_prior.models import save_backbone
+from spectral_prior.saved import save_mask
 from spectral_prior.train import LOG_FILE, TrainConfig, train, train_all
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

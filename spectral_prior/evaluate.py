@@ -38,7 +38,7 @@ from .hub import download_prior
 from .inject import get_injector
 from .io import atomic_path, save_json
 from .models import load_model, resolve_model_mask
-from .prior import CONFIG_FILE, read_config
+from .saved import CONFIG_FILE, read_config
 from .viz import require_matplotlib, save_comparison_figure
 
 __all__ = [

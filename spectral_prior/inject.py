@@ -30,14 +30,14 @@ import torch
 from torch import Tensor, nn
 
 from .adapters.presets import PRESETS, Condition, Preset, first_argument
-from .io import atomic_path, load_state_dict_strict, load_tensors, save_json, save_tensors
-from .prior import CONFIG_FILE, WEIGHTS_FILE, LinearPrior, build_prior, library_stamp, prior_spec, read_config
+from .io import load_state_dict_strict, load_tensors, save_json, save_tensors
+from .prior import LinearPrior, build_prior, prior_spec
+from .saved import BACKBONE_FILE, CONFIG_FILE, WEIGHTS_FILE, library_stamp, model_card, read_config, write_card
 from .spim import SPIM, default_channel_axis
 
 logger = logging.getLogger("spectral_prior")
 
 INJECTOR_NAME = "spectral_prior"
-BACKBONE_FILE = "backbone.safetensors"
 Layers = Union[str, Sequence[str]]
 
 _thread_state = threading.local()
@@ -252,8 +252,7 @@ class SpectralPriorInjector(nn.Module):
             save_tensors(bare, directory / BACKBONE_FILE, metadata={"format": "pt"})
             config["backbone"] = {"class": type(backbone).__name__, "name": backbone_name, "file": BACKBONE_FILE}
         save_json(config, directory / CONFIG_FILE)
-        with atomic_path(directory / "README.md") as temporary:
-            temporary.write_text(model_card(config, card or {}))
+        write_card(directory, model_card(config, card or {}))
         return directory
 
     def load_pretrained(self, directory: str | Path) -> None:
@@ -269,31 +268,6 @@ class SpectralPriorInjector(nn.Module):
 
     def extra_repr(self) -> str:
         return f"preset={self.preset!r}, targets={len(self.targets)}, prior_dim={self.prior_dim}"
-
-
-def model_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
-    """A Hub model card (YAML front matter + markdown) for a saved injection."""
-    backbone = config.get("backbone", {}).get("class", "not included (prior and SPIM weights only)")
-    lines = [
-        "---",
-        "library_name: spectral-prior",
-        "license: mit",
-        "tags: [hyperspectral, cassi, spectral-compressive-imaging, diffusion-prior]",
-        "---",
-        "",
-        "# Spectral Diffusion Prior injection",
-        "",
-        "Load with `spectral_prior.inject_prior(model, layers=..., prior=<this repo or directory>)`; method from",
-        "[arXiv 2507.13769](https://arxiv.org/abs/2507.13769).",
-        "",
-        f"- backbone: {backbone}",
-        f"- preset / layers: {config['preset']} / `{config['layers']}`",
-        f"- modulated blocks: {', '.join(config['targets'])}",
-        f"- prior: {config['prior']['class']} {config['prior']['config']}",
-        f"- spectral-prior version: {config['library_version']}",
-    ]
-    lines += [f"- {key}: {value}" for key, value in card.items()]
-    return "\n".join(lines) + "\n"
 
 
 # -- target selection and channel probing ------------------------------------------------------------------------

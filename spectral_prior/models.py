@@ -10,62 +10,27 @@
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .adapters.checkpoint import load_toolbox_checkpoint
 from .adapters.registry import backbone_preset, create_backbone
-from .inject import BACKBONE_FILE, inject_prior
-from .io import atomic_path, load_json, load_state_dict_strict, load_tensors, save_json, save_tensors
-from .prior import CONFIG_FILE, WEIGHTS_FILE, library_stamp, read_config
-
-
-MASK_FILE = "mask.safetensors"
-"""The coded aperture a saved model was trained with (tensor ``mask``, [H, W] float32)."""
-
-
-def mask_sha256(mask2d: Tensor) -> str:
-    """The SHA-256 of a 2-D mask's float32 values (row-major): equal masks, equal hashes."""
-    array = mask2d.detach().to("cpu", torch.float32).contiguous().numpy()
-    return hashlib.sha256(array.tobytes()).hexdigest()
-
-
-def save_mask(directory: str | Path, mask2d: Tensor, *, source: str) -> dict[str, Any]:
-    """Store a model's coded aperture beside it: ``mask.safetensors`` and a ``mask`` entry in its ``config.json``.
-
-    ``source`` says where the mask comes from (a file name or its provenance, never a local path); the entry holds
-    it with the file name, shape and :func:`mask_sha256`, and is returned.
-    """
-    directory = Path(directory)
-    mask2d = mask2d.detach().to("cpu", torch.float32).contiguous()
-    save_tensors({"mask": mask2d}, directory / MASK_FILE, metadata={"format": "pt"})
-    entry = {"file": MASK_FILE, "shape": list(mask2d.shape), "sha256": mask_sha256(mask2d), "source": source}
-    config = load_json(directory / CONFIG_FILE)
-    save_json({**config, "mask": entry}, directory / CONFIG_FILE)
-    return entry
-
-
-def load_saved_mask(checkpoint: str | Path, **hub_kwargs: Any) -> Tensor | None:
-    """The coded aperture a saved model (directory, embedded name or Hub repo id) was trained with, or None."""
-    from .hub import check_hub_options, download_prior
-
-    check_hub_options(hub_kwargs, "load_saved_mask")
-    directory = download_prior(str(checkpoint), filenames=(CONFIG_FILE,), optional=(MASK_FILE,), **hub_kwargs)
-    entry = read_config(directory / CONFIG_FILE).get("mask")
-    if entry is None:
-        return None
-    mask_file = directory / entry["file"]
-    if not mask_file.is_file():
-        raise FileNotFoundError(f"{directory} records a mask in {entry['file']}, but the file is missing")
-    mask2d = load_tensors(mask_file)["mask"]
-    if mask_sha256(mask2d) != entry["sha256"]:
-        raise ValueError(f"{mask_file} does not match the hash in its config.json: the file was changed or damaged")
-    return mask2d
+from .inject import inject_prior
+from .io import load_state_dict_strict, load_tensors, save_json, save_tensors
+from .saved import (
+    BACKBONE_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    backbone_card,
+    library_stamp,
+    load_saved_mask,
+    mask_sha256,
+    read_config,
+    write_card,
+)
 
 
 def check_mask(mask2d: Tensor, trained: Tensor | None, *, model: str) -> None:
@@ -106,9 +71,7 @@ def save_backbone(directory: str | Path, model: nn.Module, *, name: str, card: d
                                                                "file": BACKBONE_FILE}},
         directory / CONFIG_FILE,
     )
-    lines = [f"# {name} (bare backbone, no prior)", ""] + [f"- {key}: {value}" for key, value in (card or {}).items()]
-    with atomic_path(directory / "README.md") as temporary:
-        temporary.write_text("\n".join(lines) + "\n")
+    write_card(directory, backbone_card(name, card or {}))
     return directory
 
 

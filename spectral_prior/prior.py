@@ -16,15 +16,11 @@ from einops import reduce
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from . import __version__
 from .diffusion import LatentDiffusion
 from .hfe import HFE
-from .io import load_json, load_state_dict_strict, load_tensors, save_json, save_tensors
+from .io import load_state_dict_strict, load_tensors, save_json, save_tensors
+from .saved import CONFIG_FILE, WEIGHTS_FILE, library_stamp, read_config
 
-FORMAT_VERSION = 1
-"""Version of the saved-files layout; files of a newer version are refused with an upgrade hint."""
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 class LinearPrior(nn.Module):
@@ -233,24 +229,3 @@ def build_prior(spec: Mapping[str, Any]) -> nn.Module:
     if name not in PRIOR_CLASSES:
         raise ValueError(f"unknown prior class {name!r}; known: {sorted(PRIOR_CLASSES)}")
     return PRIOR_CLASSES[name].from_config(spec.get("config", {}))
-
-
-def library_stamp() -> dict[str, Any]:
-    """What every saved config records about the library that wrote it."""
-    return {"library": "spectral-prior", "library_version": __version__, "format_version": FORMAT_VERSION}
-
-
-def read_config(path: Path, *, kind: str | None = None) -> dict[str, Any]:
-    """Read a saved config, refusing files of a newer format or of another kind with a clear message."""
-    config = load_json(path)
-    version = config.get("format_version")
-    if not isinstance(version, int):
-        raise ValueError(f"{path} is not a spectral-prior config (no format_version)")
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} was written by spectral-prior {config.get('library_version', '?')} in format {version}; this "
-            f"version ({__version__}) reads format {FORMAT_VERSION} at most: upgrade with pip install -U spectral-prior"
-        )
-    if kind is not None and config.get("kind") != kind:
-        raise ValueError(f"{path} holds a {config.get('kind')!r} checkpoint, expected a {kind!r} one")
-    return config

@@ -43,7 +43,8 @@ from .adapters.registry import backbone_preset, create_backbone, list_backbones
 from .hub import EMBEDDED_MODELS, PRETRAINED_DIR
 from .inject import INJECTOR_NAME, SpectralPriorInjector, inject_prior
 from .models import load_model
-from .prior import CONFIG_FILE, PriorConfig, SpectralDiffusionPrior, read_config
+from .prior import PriorConfig, SpectralDiffusionPrior
+from .saved import CONFIG_FILE, read_config
 
 try:
     from timm.models import (

@@ -39,7 +39,8 @@ from .data import CAVE_SPLIT, CassiBatches, CubeFolder, ProceduralCubes, SceneTi
 from .inject import INJECTOR_NAME, get_injector, inject_prior
 from .io import atomic_path, load_json, load_state_dict_strict, load_tensors, save_json, save_tensors
 from .evaluate import evaluate, mean_metrics, resolve_device
-from .models import load_model, save_backbone, save_mask
+from .models import load_model, save_backbone
+from .saved import save_mask
 from .prior import PriorConfig, SpectralDiffusionPrior
 
 STAGES = ("baseline", "stage1", "stage2a", "stage2b")

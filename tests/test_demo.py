@@ -13,7 +13,7 @@ from spectral_prior import cassi
 from spectral_prior.adapters import bisrnet, mst_s
 from spectral_prior.hub import EMBEDDED_MODELS, PRETRAINED_DIR
 from spectral_prior.io import load_tensors
-from spectral_prior.models import load_saved_mask, mask_sha256
+from spectral_prior.saved import load_saved_mask, mask_sha256
 
 EMBEDDED = {"bisrnet-sdp": "bisrnet", "bisrnet-baseline": "bisrnet", "mst_s-sdp": "mst_s", "mst_s-baseline": "mst_s"}
 ROW = re.compile(r"^\| (bare|\+ SDP) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", re.M)

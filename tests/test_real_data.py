@@ -14,7 +14,8 @@ from spectral_prior import cassi, cli
 from spectral_prior import train as train_module
 from spectral_prior.data import CAVE_SPLIT, CassiBatches, CubeFolder, SceneTiles
 from spectral_prior.evaluate import evaluate
-from spectral_prior.models import MASK_FILE, check_mask, load_saved_mask, mask_sha256, resolve_model_mask, save_mask
+from spectral_prior.models import check_mask, resolve_model_mask
+from spectral_prior.saved import MASK_FILE, load_saved_mask, mask_sha256, save_mask
 from spectral_prior.train import TrainConfig, scene_names, train
 
 TINY_PRIOR = {"prior_dim": 16, "hfe_dim": 8, "hfe_depth": 1, "denoiser_hidden": 32, "denoiser_depth": 1}
