@@ -159,11 +159,16 @@ class SpectralPriorInjector(nn.Module):
             raise TypeError(f"{type(self.prior).__name__} has no teacher(h, gt) path for two-stage training")
         if self._distilled is None:
             return self.prior.teacher(condition, self._teacher_gt)
-        with torch.no_grad():
-            z_teacher = self.prior.teacher(condition, self._teacher_gt)
-        z_student = self.prior(condition, z_teacher=z_teacher, noise=self._distill_noise)
+        z_student, z_teacher = self.distill_pair(condition, self._teacher_gt, self._distill_noise)
         self._distilled.append((z_student, z_teacher))
         return z_student
+
+    def distill_pair(self, condition: Tensor, gt: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Stage 2's step: ``(z_student, z_teacher)``, the teacher without gradients, the student's reverse diffusion
+        started from ``q(z_T | z_teacher)`` with ``noise``. Stage 2a trains on it alone, stage 2b inside the model."""
+        with torch.no_grad():
+            z_teacher = self.prior.teacher(condition, gt)
+        return self.prior(condition, z_teacher=z_teacher, noise=noise), z_teacher
 
     @contextmanager
     def disable(self) -> Iterator[None]:

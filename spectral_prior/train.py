@@ -359,11 +359,7 @@ class _PriorDistillation(nn.Module):
         self.injector = injector
 
     def forward(self, args: tuple, gt: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-        prior = self.injector.prior
-        h = self.injector.condition(args, {})
-        with torch.no_grad():
-            z_teacher = prior.teacher(h, gt)
-        return prior(h, z_teacher=z_teacher, noise=noise), z_teacher
+        return self.injector.distill_pair(self.injector.condition(args, {}), gt, noise)
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------------
