@@ -117,7 +117,7 @@ def run_arm(name: str, study_name: str, budget: str, seed: int, out: Path) -> di
     """Train (or resume) and score one arm (``official``, ``baseline`` or a key of :data:`VARIANTS`), cached as JSON."""
     result_file = out / f"{name}-seed{seed}.json"
     if result_file.is_file():
-        return _with_teacher_at_end(json.loads(result_file.read_text()), result_file)
+        return json.loads(result_file.read_text())
     study = STUDIES[study_name]
     run = out / "runs" / f"{name}-seed{seed}"
     started = time.perf_counter()
@@ -146,14 +146,6 @@ def run_arm(name: str, study_name: str, budget: str, seed: int, out: Path) -> di
     result.update(train_seconds=_train_seconds(run), wall_seconds_this_invocation=time.perf_counter() - started)
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=2))
-    return result
-
-
-def _with_teacher_at_end(result: dict[str, Any], result_file: Path) -> dict[str, Any]:
-    """Add ``teacher_end`` (the final model driven by its teacher) to an SDP result cached before it was measured."""
-    if result["arm"] in VARIANTS and "teacher_end" not in result:
-        result["teacher_end"] = score(sp.load_model(result["final"]), result["backbone"], teacher=True)
-        result_file.write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -273,7 +265,7 @@ def main(study_name: str, budget: str, seeds: list[int], out_root: Path, *, vari
         cached = out / f"{arm}-seed{seed}.json"
         if report_only:
             if cached.is_file():
-                results.append(_with_teacher_at_end(json.loads(cached.read_text()), cached))
+                results.append(json.loads(cached.read_text()))
             continue
         results.append(run_arm(arm, study_name, budget, seed, out))
     if not results:
