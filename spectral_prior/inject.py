@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+import sys
 import threading
 import uuid
 import weakref
@@ -444,6 +445,7 @@ def inject_prior(
     from .hub import check_hub_options
 
     check_hub_options(hub_kwargs, "inject_prior")
+    drop_stale_compiled_code()  # before the probe forward, whose hooks compiled code would not run either
     if hasattr(model, INJECTOR_NAME):
         if not replace:
             raise ValueError("this model already has a prior injected; call remove_prior(model) or pass replace=True")
@@ -565,6 +567,19 @@ def _check_backbone_signature(saved: Mapping[str, Any], model: nn.Module, direct
         )
 
 
+def drop_stale_compiled_code() -> None:
+    """Make code compiled before the hooks changed trace them again.
+
+    ``torch.compile`` does not guard on nn-module hooks (``torch._dynamo.config.skip_nnmodule_hook_guards``), so a
+    model compiled before :func:`inject_prior` (``model.compile()`` or ``torch.compile(model)``) would keep running
+    bare, and one compiled before :func:`remove_prior` would keep modulating. When anything has been compiled in this
+    process, injection and removal therefore clear dynamo's caches: compiled functions recompile on their next call.
+    """
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None and dynamo.utils.counters["frames"]["ok"]:
+        dynamo.reset()
+
+
 def _attach(model: nn.Module, injector: SpectralPriorInjector) -> None:
     injector.backbone_signature = backbone_signature(model)
     model.add_module(INJECTOR_NAME, injector)
@@ -586,6 +601,7 @@ def remove_prior(model: nn.Module) -> nn.Module:
         handle.remove()
     injector._handles = []
     delattr(model, INJECTOR_NAME)
+    drop_stale_compiled_code()
     return model
 
 

@@ -504,3 +504,37 @@ def test_distill_drives_the_blocks_with_the_student_started_from_the_teacher():
     assert not z_teacher.requires_grad and z_student.requires_grad
     assert torch.equal(z_teacher, injector.prior.teacher(h, gt))
     assert injector._distilled is None and injector._teacher_gt is None
+
+
+class _TwoConvs(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = torch.nn.Conv2d(4, 4, 1)
+        self.dec = torch.nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.enc(x))
+
+
+@pytest.mark.parametrize("compiled", ["torch.compile(model)", "model.compile()"])
+def test_a_model_compiled_before_injection_runs_the_prior_and_runs_bare_after_removal(compiled):
+    """torch.compile does not guard on hooks: injection and removal must not leave stale compiled code running."""
+    x = torch.rand(1, 4, 8, 8)
+    net = _TwoConvs().eval()
+    reference = copy.deepcopy(net)
+    if compiled == "model.compile()":
+        net.compile(backend="eager")
+        run = net
+    else:
+        run = torch.compile(net, backend="eager")
+    with torch.no_grad():
+        bare = run(x)
+        sp.inject_prior(net, ["enc"], prior_dim=8, example_inputs=(x,))
+        for p in sp.get_injector(net).spims.parameters():
+            p.normal_()
+        sp.inject_prior(reference, ["enc"], prior_dim=8, example_inputs=(x,))
+        reference.load_state_dict(net.state_dict())
+        injected = run(x)
+        assert torch.allclose(injected, reference(x)) and not torch.allclose(injected, bare)
+        sp.remove_prior(net)
+        assert torch.allclose(run(x), bare)
