@@ -28,7 +28,7 @@ from typing import Any, Optional
 import torch
 
 import spectral_prior as sp
-from common import markdown_table, write_json
+from common import markdown_table, train_seconds, write_json
 from spectral_prior.adapters import backbone_preset
 from spectral_prior.adapters.registry import backbone_schedule
 from spectral_prior.data import CAVE_SPLIT, CubeFolder, SceneTiles
@@ -95,11 +95,6 @@ def _config(study: Study, budget: str, seed: int, output: Path, **changes: Any) 
     return TrainConfig(**{**settings, **changes})
 
 
-def _train_seconds(run: Path) -> float:
-    """Seconds spent in optimisation steps, summed over every log below ``run`` (resumed runs included)."""
-    return sum(json.loads(line)["seconds"] for log in run.rglob(LOG_FILE) for line in log.read_text().splitlines())
-
-
 def score(model: torch.nn.Module, backbone: str, *, teacher: bool = False) -> dict[str, Any]:
     """Mean and per-scene PSNR / SSIM / SAM of ``model`` on :func:`test_tiles`, and each tile's."""
     preset = backbone_preset(backbone)
@@ -143,7 +138,7 @@ def run_arm(name: str, study_name: str, budget: str, seed: int, out: Path) -> di
             teacher_end=score(sp.load_model(final), study.backbone, teacher=True),
             distill_l1_end=_last_logged(run / "stage2a", "l1"),
         )
-    result.update(train_seconds=_train_seconds(run), wall_seconds_this_invocation=time.perf_counter() - started)
+    result.update(train_seconds=train_seconds(run), wall_seconds_this_invocation=time.perf_counter() - started)
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=2))
     return result

@@ -11,6 +11,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from spectral_prior.train import LOG_FILE
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -48,6 +50,11 @@ def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def train_seconds(run: Path) -> float:
+    """Seconds spent in optimisation steps, summed over every training log below ``run`` (resumed runs included)."""
+    return sum(json.loads(line)["seconds"] for log in run.rglob(LOG_FILE) for line in log.read_text().splitlines())
 
 
 def write_json(name: str, payload: Mapping[str, object], out: Path | None = None) -> Path:

@@ -35,13 +35,13 @@ import torch
 
 import cave_study
 import spectral_prior as sp
-from common import RESULTS, markdown_table, write_json
+from common import RESULTS, markdown_table, train_seconds, write_json
 from overhead import count_flops
 from spectral_prior.adapters import backbone_preset
 from spectral_prior.data import CubeFolder, ProceduralCubes
 from spectral_prior.hub import PRETRAINED_DIR
 from spectral_prior.evaluate import evaluate, mean_metrics
-from spectral_prior.train import LOG_FILE, TrainConfig, train, train_all
+from spectral_prior.train import TrainConfig, train, train_all
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TEST_SEED = 424_242  # held-out procedural scenes: not a training (run seed) nor a validation seed
@@ -71,11 +71,6 @@ def _config(backbone: str, seed: int, budget: dict[str, Any], output: Path, **ch
     return TrainConfig(**{**settings, **changes})
 
 
-def _train_seconds(run: Path) -> float:
-    """Seconds spent in optimisation steps, summed over every log below ``run`` (resumed runs included)."""
-    return sum(json.loads(line)["seconds"] for log in run.rglob(LOG_FILE) for line in log.read_text().splitlines())
-
-
 def _scores(model: torch.nn.Module, backbone: str, budget: dict[str, Any]) -> dict[str, Any]:
     preset = backbone_preset(backbone)
     settings = dict(input_setting=preset.input_setting, mask_setting=preset.mask_setting)
@@ -103,7 +98,7 @@ def run_one(backbone: str, variant: str, seed: int, budget_name: str, out: Path)
         final = train_all(config, distill_steps=max(1, half // 2), resume=True)
     result = {
         "backbone": backbone, "variant": variant, "seed": seed, "budget": budget_name, **budget,
-        "train_seconds": _train_seconds(run), "wall_seconds_this_invocation": time.perf_counter() - started,
+        "train_seconds": train_seconds(run), "wall_seconds_this_invocation": time.perf_counter() - started,
         "final": str(final), **_scores(sp.load_model(final), backbone, budget),
     }
     result_file.parent.mkdir(parents=True, exist_ok=True)
