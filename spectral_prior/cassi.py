@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .io import load_tensors
+
 __all__ = [
     "BANDS",
     "STEP",
@@ -175,12 +177,10 @@ def _pick_variable(variables: dict, key: str | None, path: Path):
 
 
 def _read_safetensors(path: Path, key: str) -> np.ndarray:
-    from safetensors.numpy import load_file
-
-    tensors = load_file(str(path))
+    tensors = load_tensors(path)  # a damaged file is an error naming it
     if key not in tensors:
         raise ValueError(f"{path} holds no tensor {key!r} (it has {sorted(tensors)}); pass key= with one of them")
-    return tensors[key]
+    return tensors[key].numpy()
 
 
 def load_mask(source: MaskSource, key: str | None = None) -> Tensor:
