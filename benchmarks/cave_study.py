@@ -16,6 +16,7 @@ resume from their checkpoints, so an interrupted study continues where it stoppe
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import shutil
@@ -79,9 +80,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 """SDP recipes, each a set of :class:`TrainConfig` changes, compared with the same baseline (``--variants``)."""
 
 
+@functools.cache
 def test_tiles() -> SceneTiles:
-    """The test protocol: the four 256x256 quadrants of each CAVE test scene (16 crops)."""
-    return SceneTiles(CubeFolder(CAVE, scenes=CAVE_SPLIT["test"]), TEST_TILE)
+    """The test protocol: the four 256x256 quadrants of each CAVE test scene (16 crops), the scenes decoded once."""
+    return SceneTiles(CubeFolder(CAVE, scenes=CAVE_SPLIT["test"], cache=True), TEST_TILE)
 
 
 def _config(study: Study, budget: str, seed: int, output: Path, **changes: Any) -> TrainConfig:
@@ -145,8 +147,8 @@ def run_arm(name: str, study_name: str, budget: str, seed: int, out: Path) -> di
 
 
 def _last_logged(run: Path, key: str) -> Optional[float]:
-    lines = (run / LOG_FILE).read_text().splitlines() if (run / LOG_FILE).is_file() else []
-    values = [json.loads(line)[key] for line in lines if key in json.loads(line)]
+    records = [json.loads(line) for line in (run / LOG_FILE).read_text().splitlines()] if (run / LOG_FILE).is_file() else []
+    values = [record[key] for record in records if key in record]
     return values[-1] if values else None
 
 
