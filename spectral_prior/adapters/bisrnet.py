@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from .binary import binary_sign, binary_weight
 from .layers import PreNorm, check_cube, check_shape
 
 BANDS = 28
@@ -44,7 +45,7 @@ class ReDistribution(nn.Module):
         self.k = _channel_parameter(channels, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * self.k + self.b
+        return (x * self.k).add_(self.b)  # in place on the fresh product: one allocation, not two
 
 
 class RPReLU(nn.Module):
@@ -57,12 +58,7 @@ class RPReLU(nn.Module):
         self.pr_bias1 = LearnableBias(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pr_bias1(self.pr_prelu(self.pr_bias0(x)))
-
-
-def _straight_through(hard: Tensor, soft: Tensor) -> Tensor:
-    """``hard`` in the forward pass, the gradient of ``soft`` in the backward pass."""
-    return hard.detach() - soft.detach() + soft
+        return self.pr_prelu(self.pr_bias0(x)).add_(self.pr_bias1.bias)  # prelu does not keep its output
 
 
 class SpectralBinaryActivation(nn.Module):
@@ -73,19 +69,36 @@ class SpectralBinaryActivation(nn.Module):
         self.beta = nn.Parameter(torch.ones(1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return _straight_through(torch.sign(x), torch.tanh(x * self.beta))
+        return binary_sign(x, self.beta)
 
 
 class HardBinaryConv(nn.Conv2d):
-    """Conv with weights binarized to ``mean|w| * sign(w)`` per output channel (straight-through on clamp(w))."""
+    """Conv with weights binarized to ``mean|w| * sign(w)`` per output channel (straight-through on clamp(w)).
+
+    Without a gradient to compute, the binary weight is computed once and reused until the weight changes (in place,
+    as an optimizer or ``load_state_dict`` changes it, or by replacement) or the module is switched to training.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cached_weight: tuple[tuple, Tensor] | None = None
+
+    def train(self, mode: bool = True) -> HardBinaryConv:
+        self._cached_weight = None
+        return super().train(mode)
+
+    def _binary_weight(self) -> Tensor:
+        weight = self.weight
+        if (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling():
+            return binary_weight(weight)
+        key = (weight._version, weight.data_ptr(), weight.dtype, weight.device)
+        if self._cached_weight is None or self._cached_weight[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable outside inference mode
+                self._cached_weight = (key, binary_weight(weight))
+        return self._cached_weight[1]
 
     def forward(self, x: Tensor) -> Tensor:
-        # Reduce one axis at a time, as the toolbox does: a different float32 summation order flips sign() on
-        # near-zero activations downstream, and the official checkpoint's outputs would no longer match bit for bit.
-        magnitude = self.weight.abs().mean(dim=3, keepdim=True).mean(dim=2, keepdim=True).mean(dim=1, keepdim=True)
-        scale = magnitude.detach()
-        binary = _straight_through(scale * torch.sign(self.weight), self.weight.clamp(-1.0, 1.0))
-        return F.conv2d(x, binary, self.bias, stride=self.stride, padding=self.padding, groups=self.groups)
+        return F.conv2d(x, self._binary_weight(), self.bias, stride=self.stride, padding=self.padding, groups=self.groups)
 
 
 class BinaryConv2d(nn.Module):
@@ -104,7 +117,7 @@ class BinaryConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.binary_conv(self.binary_activation(self.move0(x)))
-        return self.relu(out) + x
+        return self.relu(out).add_(x)
 
 
 class _BinaryPair(nn.Module):
@@ -130,7 +143,7 @@ class BinaryUp(_BinaryPair):
     def forward(self, x: Tensor) -> Tensor:
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         first, second = x.chunk(2, dim=1)
-        return (self.biconv_1(first) + self.biconv_2(second)) / 2
+        return (self.biconv_1(first) + self.biconv_2(second)).div_(2)
 
 
 class BinaryFusionDecrease(_BinaryPair):
@@ -138,7 +151,7 @@ class BinaryFusionDecrease(_BinaryPair):
 
     def forward(self, x: Tensor) -> Tensor:
         first, second = x.chunk(2, dim=1)
-        return (self.biconv_1(first) + self.biconv_2(second)) / 2
+        return (self.biconv_1(first) + self.biconv_2(second)).div_(2)
 
 
 class BinaryFusionIncrease(_BinaryPair):

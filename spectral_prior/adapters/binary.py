@@ -1,0 +1,78 @@
+"""Binarisation with straight-through gradients, as BiSRNet (Cai et al., NeurIPS 2023) trains it.
+
+The toolbox writes each straight-through estimator as ``hard.detach() - soft.detach() + soft``: a chain of
+elementwise tensors in every forward pass, inference included, whose value is ``hard`` only up to float rounding.
+Here each estimator is one autograd function: the forward pass is the hard value itself, and the backward pass is the
+gradient of the toolbox's soft surrogate.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """``(a * b).sum()`` in one pass: both flattened in ``b``'s memory order, a view for ``b`` (and for ``a`` when
+    it has the same layout, as it does here), so a channels-last tensor is not copied."""
+    memory_order = sorted(range(b.dim()), key=lambda axis: -b.stride(axis))
+    return torch.dot(a.permute(memory_order).reshape(-1), b.permute(memory_order).reshape(-1))
+
+
+class SignWithTanhGradient(torch.autograd.Function):
+    """``sign(x)`` forward; backward, the gradient of ``tanh(beta * x)`` with respect to ``x`` and ``beta``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, beta: Tensor) -> Tensor:
+        ctx.save_for_backward(x, beta)
+        return torch.sign(x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, beta = ctx.saved_tensors
+        # grad * (1 - tanh(beta x)^2) in one fused kernel, then its two uses, each one pass over the tensor.
+        surrogate = torch.ops.aten.tanh_backward(grad, torch.tanh(x * beta))
+        grad_beta = None
+        if ctx.needs_input_grad[1]:
+            grad_beta = _dot(surrogate, x).reshape(beta.shape)
+        grad_x = surrogate.mul_(beta) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_beta
+
+
+class ScaledSignWithClampGradient(torch.autograd.Function):
+    """``scale * sign(weight)`` forward; backward, the gradient of ``weight.clamp(-1, 1)`` (``scale`` gets none)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(weight)
+        return scale * torch.sign(weight)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (weight,) = ctx.saved_tensors
+        inside = (weight >= -1) & (weight <= 1)  # where clamp passes its gradient, bounds included as in torch
+        return grad * inside, None
+
+
+def binary_sign(x: Tensor, beta: Tensor) -> Tensor:
+    """BiSRNet's activation binarisation: a plain ``sign`` unless a gradient is wanted."""
+    if torch.is_grad_enabled() and (x.requires_grad or beta.requires_grad):
+        return SignWithTanhGradient.apply(x, beta)
+    return torch.sign(x)
+
+
+def weight_scale(weight: Tensor) -> Tensor:
+    """The per-output-channel scale ``mean |w|`` of a conv weight [out, in, kh, kw], without a gradient.
+
+    One axis at a time, as the toolbox reduces: another summation order changes the scale in its last bit.
+    """
+    return weight.detach().abs().mean(dim=3, keepdim=True).mean(dim=2, keepdim=True).mean(dim=1, keepdim=True)
+
+
+def binary_weight(weight: Tensor) -> Tensor:
+    """``mean|w| * sign(w)`` per output channel, with the clamp's straight-through gradient when one is wanted."""
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return ScaledSignWithClampGradient.apply(weight, weight_scale(weight))
+    return weight_scale(weight) * torch.sign(weight)
