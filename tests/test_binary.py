@@ -141,3 +141,26 @@ def test_mst_shares_the_mask_branch_only_when_masks_are_equal(repeat):
         batched = model(x, masks)
         one_by_one = torch.cat([model(x[i : i + 1], masks[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channelwise_functions_have_autograds_gradients(channels_last):
+    from spectral_prior.adapters.channelwise import add_channel_bias, channel_affine, prelu
+
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 5, 6, 7, generator=generator)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    bias, scale = torch.randn(1, 5, 1, 1, generator=generator), torch.randn(1, 5, 1, 1, generator=generator)
+    slope, upstream = torch.rand(5, generator=generator), torch.randn(2, 5, 6, 7, generator=generator)
+    cases = [
+        (add_channel_bias, lambda a, b: a + b, (x, bias)),
+        (channel_affine, lambda a, k, b: a * k + b, (x, scale, bias)),
+        (prelu, torch.nn.functional.prelu, (x, slope)),
+    ]
+    for ours, reference, inputs in cases:
+        out, grads = gradients(ours, *inputs, upstream=upstream)
+        ref_out, ref_grads = gradients(reference, *inputs, upstream=upstream)
+        assert torch.equal(out, ref_out)
+        for grad, ref_grad in zip(grads, ref_grads):
+            torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5)

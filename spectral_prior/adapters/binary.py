@@ -31,8 +31,9 @@ class SignWithTanhGradient(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         x, beta = ctx.saved_tensors
-        # grad * (1 - tanh(beta x)^2) in one fused kernel, then its two uses, each one pass over the tensor.
-        surrogate = torch.ops.aten.tanh_backward(grad, torch.tanh(x * beta))
+        # grad * (1 - tanh(beta x)^2) in torch's fused kernel, written over the tanh (one buffer for all steps).
+        surrogate = (x * beta).tanh_()
+        torch.ops.aten.tanh_backward.grad_input(grad, surrogate, grad_input=surrogate)
         grad_beta = None
         if ctx.needs_input_grad[1]:
             grad_beta = _dot(surrogate, x).reshape(beta.shape)

@@ -17,6 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .binary import binary_sign, binary_weight
+from .channelwise import add_channel_bias, channel_affine, prelu
 from .layers import PreNorm, check_cube, check_shape
 
 BANDS = 28
@@ -33,7 +34,7 @@ class LearnableBias(nn.Module):
         self.bias = _channel_parameter(channels, 0.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.bias
+        return add_channel_bias(x, self.bias)
 
 
 class ReDistribution(nn.Module):
@@ -45,7 +46,7 @@ class ReDistribution(nn.Module):
         self.k = _channel_parameter(channels, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x * self.k).add_(self.b)  # in place on the fresh product: one allocation, not two
+        return channel_affine(x, self.k, self.b)
 
 
 class RPReLU(nn.Module):
@@ -58,7 +59,7 @@ class RPReLU(nn.Module):
         self.pr_bias1 = LearnableBias(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pr_prelu(self.pr_bias0(x)).add_(self.pr_bias1.bias)  # prelu does not keep its output
+        return self.pr_bias1(prelu(self.pr_bias0(x), self.pr_prelu.weight))
 
 
 class SpectralBinaryActivation(nn.Module):

@@ -1,0 +1,85 @@
+"""Per-channel bias, affine and PReLU whose parameter gradients are reduced in memory order.
+
+A parameter of shape [1, C, 1, 1] broadcast over [B, C, H, W] gets its gradient from a sum over (B, H, W). On a
+channels-last tensor, as inside BiSRNet's feed-forward blocks, torch's reduction over those strided axes is several
+times slower than summing the contiguous axes first; these functions do that, and otherwise compute what
+``x + bias``, ``x * k + b`` and ``F.prelu`` compute.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+def channel_sum(t: Tensor) -> Tensor:
+    """``t.sum((0, 2, 3), keepdim=True)`` of a [B, C, H, W] tensor, reducing the innermost axes first."""
+    batch, channels, height, width = t.shape
+    if t.stride(1) == 1 and channels > 1:  # channels-last memory: [B*H, W, C] rows
+        rows = t.permute(0, 2, 3, 1).reshape(batch * height, width, channels)
+        return rows.sum(dim=1).sum(dim=0).view(1, channels, 1, 1)
+    return t.sum(dim=(2, 3)).sum(dim=0).view(1, channels, 1, 1)
+
+
+class _AddChannelBias(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, bias: Tensor) -> Tensor:
+        return x + bias
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None]:
+        return grad, channel_sum(grad) if ctx.needs_input_grad[1] else None
+
+
+class _ChannelAffine(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        ctx.save_for_backward(x, scale)
+        return (x * scale).add_(shift)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, scale = ctx.saved_tensors
+        grad_shift = channel_sum(grad) if ctx.needs_input_grad[2] else None
+        grad_scale = channel_sum(grad * x) if ctx.needs_input_grad[1] else None
+        grad_x = grad * scale if ctx.needs_input_grad[0] else None
+        return grad_x, grad_scale, grad_shift
+
+
+class _PReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.prelu(x, weight)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        x, weight = ctx.saved_tensors
+        # torch's own fused kernel; it returns the weight's gradient at the input's full size, summed here.
+        grad_x, grad_weight = torch.ops.aten._prelu_kernel_backward(grad, x, weight.view(1, -1, 1, 1))
+        return grad_x, channel_sum(grad_weight).view(weight.shape)
+
+
+def _wants_gradient(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def add_channel_bias(x: Tensor, bias: Tensor) -> Tensor:
+    """``x + bias`` for ``bias`` [1, C, 1, 1]."""
+    return _AddChannelBias.apply(x, bias) if _wants_gradient(x, bias) else x + bias
+
+
+def channel_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """``x * scale + shift`` for ``scale``, ``shift`` [1, C, 1, 1] (the same rounding: no fused multiply-add)."""
+    if _wants_gradient(x, scale, shift):
+        return _ChannelAffine.apply(x, scale, shift)
+    return (x * scale).add_(shift)
+
+
+def prelu(x: Tensor, weight: Tensor) -> Tensor:
+    """``F.prelu(x, weight)`` for a [B, C, H, W] ``x`` and a per-channel ``weight`` [C]."""
+    return _PReLU.apply(x, weight) if _wants_gradient(x, weight) else F.prelu(x, weight)
