@@ -81,8 +81,8 @@ class _ModulateOutput:
         active = _active_priors().get(self.key)
         if active is None:  # outside a root forward: a checkpoint re-running this block during backward?
             active = self._recall(args)
-        elif module.training and active[1] is not None:
-            self._remember(args, active)
+        elif module.training and active[1] is not None and not torch.compiler.is_compiling():
+            self._remember(args, active)  # (compiled code traces a checkpoint's recomputation with the prior active)
         if active is None or active[1] is None:
             return None
         injector, z = active

@@ -75,16 +75,28 @@ def save_backbone(directory: str | Path, model: nn.Module, *, name: str, card: d
     return directory
 
 
-def load_model(checkpoint: str | Path | None = None, *, backbone: str | None = None, **hub_kwargs: Any) -> nn.Module:
+def load_model(
+    checkpoint: str | Path | None = None, *, backbone: str | None = None, compile: bool = False, **hub_kwargs: Any
+) -> nn.Module:
     """The model a checkpoint describes, in eval mode (see the module docstring for the accepted checkpoints).
 
     ``backbone`` names the architecture (``"mst_s"``, ...); it may be left out for directories whose config names
-    it, and must then agree with it. ``hub_kwargs`` (``revision``, ``cache_dir``, ``local_files_only``,
-    ``token``) apply to Hub repo ids.
+    it, and must then agree with it. ``compile=True`` compiles the model in place (``nn.Module.compile``: its
+    ``state_dict`` keys stay as they are; the first call pays for the compilation). ``hub_kwargs``
+    (``revision``, ``cache_dir``, ``local_files_only``, ``token``) apply to Hub repo ids.
     """
-    from .hub import check_hub_options, download_prior
+    from .hub import check_hub_options
 
     check_hub_options(hub_kwargs, "load_model")
+    model = _load_model(checkpoint, backbone, hub_kwargs)
+    if compile:
+        model.compile()
+    return model
+
+
+def _load_model(checkpoint: str | Path | None, backbone: str | None, hub_kwargs: dict[str, Any]) -> nn.Module:
+    from .hub import download_prior
+
     if checkpoint is None:
         if backbone is None:
             raise ValueError("pass a checkpoint, a backbone name, or both")

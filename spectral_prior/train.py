@@ -48,7 +48,7 @@ RUN_CONFIG_FILE = "train_config.json"
 LOG_FILE = "log.jsonl"
 FINAL_DIR = "final"
 VALIDATION_SEED_OFFSET = 1_000_003  # validation scenes never coincide with training scenes of the same seed
-_MAY_CHANGE_ON_RESUME = {"device", "checkpoint_every", "val_every"}
+_MAY_CHANGE_ON_RESUME = {"device", "checkpoint_every", "val_every", "compile"}
 
 
 @dataclass
@@ -95,6 +95,7 @@ class TrainConfig:
         prior: :class:`spectral_prior.PriorConfig` fields of a new prior (stage 1).
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``...
         amp: bfloat16 autocast on CUDA.
+        compile: run the training forward through ``torch.compile`` (the first steps pay for the compilation).
     """
 
     backbone: str = "mst_s"
@@ -128,6 +129,7 @@ class TrainConfig:
     prior: dict = field(default_factory=dict)
     device: str = "auto"
     amp: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -494,10 +496,10 @@ class Trainer:
         return _PriorDistillation(get_injector(self.model)) if self.config.stage == "stage2a" else self.model
 
     def _wrap(self, network: nn.Module) -> nn.Module:
-        if self.processes.world_size == 1:
-            return network
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
+        if self.processes.world_size > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            network = nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
+        return torch.compile(network) if self.config.compile else network
 
     def _restore(self) -> int:
         folder = latest_checkpoint(self.output)

@@ -250,3 +250,20 @@ def test_resume_finds_the_run_in_the_folder_or_refuses(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"nothing to resume in {nothing}" in err and "Traceback" not in err
     assert not (tmp_path / "missing").exists()
+
+
+def test_compile_runs_the_training_network_through_torch_compile(tmp_path, monkeypatch):
+    """--compile hands the network to torch.compile; the run then ends where the eager run ends (float rounding)."""
+    compiled, real_compile = [], torch.compile
+
+    def compile_for_test(network, **kwargs):  # aot_eager traces forward and backward like inductor, compiles nothing
+        compiled.append(type(network).__name__)
+        return real_compile(network, backend="aot_eager", **kwargs)
+
+    eager = train(tiny(tmp_path / "eager", steps=2), progress=False)
+    monkeypatch.setattr(train_module.torch, "compile", compile_for_test)
+    with_compile = train(tiny(tmp_path / "compiled", steps=2, compile=True), progress=False)
+    assert compiled == ["MST"]
+    expected, got = weights(eager), weights(with_compile)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5)
