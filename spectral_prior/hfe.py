@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
+from .adapters.layers import check_finite
+
 UNSHUFFLE = 4
 MULTIPLE = UNSHUFFLE * 2  # pixel-unshuffle by 4, then one stride-2 downsample
 
@@ -68,8 +70,7 @@ class HFE(nn.Module):
         height, width = x.shape[-2:]
         if height < 2 or width < 2:
             raise ValueError(f"{name} must be at least 2x2 pixels, got {height}x{width}")
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or Inf values")
+        check_finite(x, name=name)
 
     def forward(self, h: Tensor, gt: Tensor | None = None) -> Tensor:
         """Return the prior vector [B, out_dim]; ``gt`` is required by the teacher and refused by the student."""

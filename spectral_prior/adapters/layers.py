@@ -31,7 +31,16 @@ def check_cube(x: Tensor, *, name: str, bands: int, multiple: int) -> None:
             f"{name} height and width must be divisible by {multiple}, got {height}x{width}; "
             f"crop or pad the scene to a multiple of {multiple}"
         )
-    if not torch.isfinite(x).all():
+    check_finite(x, name=name)
+
+
+def check_finite(x: Tensor, *, name: str) -> None:
+    """Raise a ValueError if ``x`` holds NaN or Inf.
+
+    Skipped while ``torch.compile`` or ``torch.export`` traces the model: the check is a data-dependent branch, which
+    a traced graph cannot hold (an exported program is checked by its caller).
+    """
+    if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or Inf values")
 
 
