@@ -138,7 +138,7 @@ def compare_with_official(official_dir: Path, repeats: int, compile_ours: bool) 
         compile_seconds = None
         with torch.inference_mode():
             if compile_ours:
-                models["compiled"] = torch.compile(models["compiled"])
+                models["compiled"] = torch.compile(models["compiled"], dynamic=False)
                 start = time.perf_counter()
                 models["compiled"](*inputs)
                 compile_seconds = time.perf_counter() - start
@@ -163,7 +163,7 @@ def compare_with_official(official_dir: Path, repeats: int, compile_ours: bool) 
         steps = {}
         for impl in implementations:
             model = build("ours" if impl == "compiled" else impl, name, official_dir).train()
-            steps[impl] = training_step(torch.compile(model) if impl == "compiled" else model, inputs)
+            steps[impl] = training_step(torch.compile(model, dynamic=False) if impl == "compiled" else model, inputs)
         compile_seconds = None
         if compile_ours:
             start = time.perf_counter()

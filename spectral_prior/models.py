@@ -82,7 +82,7 @@ def load_model(
 
     ``backbone`` names the architecture (``"mst_s"``, ...); it may be left out for directories whose config names
     it, and must then agree with it. ``compile=True`` compiles the model in place (``nn.Module.compile``: its
-    ``state_dict`` keys stay as they are; the first call pays for the compilation). ``hub_kwargs``
+    ``state_dict`` keys stay as they are; the first call at each input shape pays for a compilation). ``hub_kwargs``
     (``revision``, ``cache_dir``, ``local_files_only``, ``token``) apply to Hub repo ids.
     """
     from .hub import check_hub_options
@@ -90,7 +90,7 @@ def load_model(
     check_hub_options(hub_kwargs, "load_model")
     model = _load_model(checkpoint, backbone, hub_kwargs)
     if compile:
-        model.compile()
+        model.compile(dynamic=False)  # one compilation per input shape (see Trainer._wrap on dynamic shapes)
     return model
 
 

@@ -188,7 +188,8 @@ class SpectralDiffusionPrior(
         token: str | bool | None = None,
         **_: Any,
     ) -> "SpectralDiffusionPrior":
-        """Load a prior saved by :meth:`save_pretrained` from a directory, a Hub repo id or a published name.
+        """Load a prior saved by :meth:`save_pretrained`, or the prior of a saved injection, from a directory, a Hub
+        repo id or a published name.
 
         Loading is strict: a missing or unexpected weight is an error, not a warning. Returns the prior in eval mode.
         """
@@ -197,11 +198,19 @@ class SpectralDiffusionPrior(
         directory = download_prior(
             str(source), revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
         )
-        config = read_config(directory / CONFIG_FILE, kind="prior")
-        if config["class"] != cls.__name__:
-            raise ValueError(f"{source} holds a {config['class']}, not a {cls.__name__}")
-        prior = cls.from_config(config["config"])
-        load_state_dict_strict(prior, load_tensors(directory / WEIGHTS_FILE), source=str(directory / WEIGHTS_FILE))
+        config = read_config(directory / CONFIG_FILE)
+        if config.get("kind") == "prior":
+            spec, prefix = config, ""
+        elif config.get("kind") == "injector":  # the injector's weights hold the prior's under "prior."
+            spec, prefix = config["prior"], "prior."
+        else:
+            raise ValueError(f"{source} holds a {config.get('kind')!r} checkpoint, not a saved prior or injection")
+        if spec["class"] != cls.__name__:
+            raise ValueError(f"{source} holds a {spec['class']}, not a {cls.__name__}")
+        prior = cls.from_config(spec["config"])
+        weights = load_tensors(directory / WEIGHTS_FILE)
+        weights = {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
+        load_state_dict_strict(prior, weights, source=str(directory / WEIGHTS_FILE))
         return prior.eval()
 
 

@@ -499,7 +499,9 @@ class Trainer:
         if self.processes.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             network = nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
-        return torch.compile(network) if self.config.compile else network
+        # Static shapes: validation batches differ from training ones, and inductor (torch 2.13) fails on the
+        # channels-last strides of MST's mask branch once it turns a shape dynamic; each shape compiles once instead.
+        return torch.compile(network, dynamic=False) if self.config.compile else network
 
     def _restore(self) -> int:
         folder = latest_checkpoint(self.output)

@@ -80,3 +80,24 @@ def test_files_that_are_not_checkpoints_are_one_line_errors(tmp_path):
 def test_an_invalid_layers_regex_is_named():
     with pytest.raises(ValueError, match=r"layers='\(enc' is not a valid regular expression"):
         sp.inject_prior(create_backbone("mst_s"), layers="(enc", prior_dim=8)
+
+
+def test_compile_true_compiles_the_loaded_injected_model_in_place(tmp_path, monkeypatch):
+    """load_model(compile=True) compiles statically; the compiled injected model equals the eager one."""
+    model = sp.inject_prior(create_backbone("mst_s"), "mst", prior=sp.SpectralDiffusionPrior(SMALL_PRIOR))
+    for spim in sp.get_injector(model).spims.values():
+        torch.nn.init.normal_(spim.proj.weight, std=0.1)
+    sp.get_injector(model).save_pretrained(tmp_path, backbone=model, backbone_name="mst_s")
+    calls, real_compile = [], torch.nn.Module.compile
+
+    def compile_for_test(self, **kwargs):  # aot_eager traces as inductor does, without its minute of codegen
+        calls.append(kwargs)
+        real_compile(self, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_for_test)
+    compiled = sp.load_model(tmp_path, compile=True)
+    assert calls == [{"dynamic": False}] and compiled._compiled_call_impl is not None
+    assert list(compiled.state_dict()) == list(model.state_dict())  # in place: no _orig_mod. prefix
+    eager = sp.load_model(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*_inputs()), eager(*_inputs()), rtol=1e-4, atol=1e-5)

@@ -61,6 +61,17 @@ def test_a_saved_bare_prior_feeds_an_injection(prior, tmp_path):
     assert all(torch.count_nonzero(p) == 0 for p in injector.spims.parameters())
 
 
+def test_the_prior_of_a_saved_injection_loads_alone(prior, tmp_path):
+    model = sp.inject_prior(mst_s().eval(), "mst", prior=prior)
+    model.spectral_prior.save_pretrained(tmp_path)
+    loaded = sp.SpectralDiffusionPrior.from_pretrained(tmp_path)
+    assert loaded.state_dict().keys() == prior.state_dict().keys()
+    assert all(torch.equal(value, prior.state_dict()[key]) for key, value in loaded.state_dict().items())
+    (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text().replace('"injector"', '"backbone"'))
+    with pytest.raises(ValueError, match="holds a 'backbone' checkpoint, not a saved prior or injection"):
+        sp.SpectralDiffusionPrior.from_pretrained(tmp_path)
+
+
 def test_loading_is_strict(prior, tmp_path):
     prior.save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
