@@ -15,6 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import (
+    InvalidInputError,
+    MissingDependencyError,
+    MissingFileError,
+    UnknownNameError,
+)
 from .io import load_tensors
 
 __all__ = [
@@ -59,27 +65,27 @@ def _check_dims(x: Tensor, name: str, layout: str) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != len(layout.split(",")):
-        raise ValueError(f"{name} must have shape [{layout}], got {_shape(x)} ({x.dim()} dims)")
+        raise InvalidInputError(f"{name} must have shape [{layout}], got {_shape(x)} ({x.dim()} dims)")
 
 
 def _check_finite(x: Tensor, name: str) -> None:
     if not torch.isfinite(x).all():
-        raise ValueError(f"{name} must be finite, but it contains NaN or Inf values")
+        raise InvalidInputError(f"{name} must be finite, but it contains NaN or Inf values")
 
 
 def _check_step(step: int) -> None:
     if not isinstance(step, int) or step < 1:
-        raise ValueError(f"step must be a positive int, got {step!r}")
+        raise InvalidInputError(f"step must be a positive int, got {step!r}")
 
 
 def _unshifted_width(width: int, bands: int, step: int) -> int:
     """Width of the scene behind a measurement ``width`` columns wide."""
     _check_step(step)
     if not isinstance(bands, int) or bands < 1:
-        raise ValueError(f"the band count must be a positive int, got {bands!r}")
+        raise InvalidInputError(f"the band count must be a positive int, got {bands!r}")
     scene_width = width - (bands - 1) * step
     if scene_width < 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"measurement width {width} is too small for {bands} bands at step={step}: "
             f"expected more than (bands - 1) * step = {(bands - 1) * step} columns"
         )
@@ -92,14 +98,14 @@ def _check_mask3d(mask3d: Tensor, expected: Sequence[int], against: str) -> None
     batch_ok = mask3d.shape[0] in (1, expected[0])
     if not batch_ok or _shape(mask3d)[1:] != list(expected[1:]):
         want = [f"1 or {expected[0]}", *expected[1:]]
-        raise ValueError(
+        raise InvalidInputError(
             f"mask3d must match the {against}: expected shape [{', '.join(map(str, want))}], got {_shape(mask3d)}"
         )
 
 
 def _check_setting(setting: str, valid: Sequence[str], name: str) -> None:
     if setting not in valid:
-        raise ValueError(f"unknown {name} {setting!r}; valid settings are {', '.join(map(repr, valid))}")
+        raise InvalidInputError(f"unknown {name} {setting!r}; valid settings are {', '.join(map(repr, valid))}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -151,7 +157,7 @@ def _read_mat_v73(path: Path, key: str | None) -> np.ndarray:
     try:
         import h5py
     except ImportError as err:
-        raise ImportError(f"{path} is a MATLAB v7.3 file; reading it needs h5py (pip install h5py)") from err
+        raise MissingDependencyError(f"{path} is a MATLAB v7.3 file; reading it needs h5py (pip install h5py)") from err
     with h5py.File(path, "r") as f:
         datasets = {k: v for k, v in f.items() if isinstance(v, h5py.Dataset)}
         data = _pick_variable(datasets, key, path)[()]
@@ -167,19 +173,19 @@ def _pick_variable(variables: dict, key: str | None, path: Path):
         key = next((name for name in MASK_KEYS if name in variables), None)
         if key is None:
             shapes = ", ".join(f"{name} {list(np.shape(value))}" for name, value in sorted(variables.items()))
-            raise ValueError(
+            raise InvalidInputError(
                 f"{path} holds no variable named as a mask (one of {list(MASK_KEYS)}); its variables: {shapes}. If "
                 "one of them is the coded aperture, name it with key= (the CLI's --mask-key)"
             )
     if key not in variables:
-        raise KeyError(f"no variable {key!r} in {path}; available variables: {sorted(variables)}")
+        raise UnknownNameError(f"no variable {key!r} in {path}; available variables: {sorted(variables)}")
     return variables[key]
 
 
 def _read_safetensors(path: Path, key: str) -> np.ndarray:
     tensors = load_tensors(path)  # a damaged file is an error naming it
     if key not in tensors:
-        raise ValueError(f"{path} holds no tensor {key!r} (it has {sorted(tensors)}); pass key= with one of them")
+        raise InvalidInputError(f"{path} holds no tensor {key!r} (it has {sorted(tensors)}); pass key= with one of them")
     return tensors[key].numpy()
 
 
@@ -198,7 +204,7 @@ def load_mask(source: MaskSource, key: str | None = None) -> Tensor:
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise FileNotFoundError(f"mask file not found: {path}")
+            raise MissingFileError(f"mask file not found: {path}")
         if path.suffix.lower() == ".npy":
             array = np.load(path)
         elif path.suffix.lower() == ".mat":
@@ -206,18 +212,18 @@ def load_mask(source: MaskSource, key: str | None = None) -> Tensor:
         elif path.suffix.lower() == ".safetensors":
             array = _read_safetensors(path, key or "mask")
         else:
-            raise ValueError(
+            raise InvalidInputError(
                 f"unsupported mask file type {path.suffix!r} ({path}); expected .mat, .npy or .safetensors"
             )
         mask = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     else:
         raise TypeError(f"mask source must be a path, numpy array or tensor, got {type(source).__name__}")
     if mask.dim() != 2:
-        raise ValueError(f"the mask must be 2-D [H, W], got shape {_shape(mask)}")
+        raise InvalidInputError(f"the mask must be 2-D [H, W], got shape {_shape(mask)}")
     _check_finite(mask, "the mask")
     low, high = mask.min().item(), mask.max().item()
     if low < 0 or high > 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"the mask's values span [{low:.4g}, {high:.4g}]: a coded aperture is a transmission in [0, 1] (is this a "
             "measurement or a scene?)"
         )
@@ -228,7 +234,7 @@ def random_mask(size: int | tuple[int, int], *, seed: int = 0, open_fraction: fl
     """A seeded random binary coded aperture [H, W] (float32 0/1), each pixel open with ``open_fraction``."""
     height, width = (size, size) if isinstance(size, int) else size
     if height < 1 or width < 1 or not 0 < open_fraction < 1:
-        raise ValueError(f"need a positive size and 0 < open_fraction < 1, got size={size}, open_fraction={open_fraction}")
+        raise InvalidInputError(f"need a positive size and 0 < open_fraction < 1, got size={size}, open_fraction={open_fraction}")
     generator = torch.Generator().manual_seed(seed)
     return (torch.rand(height, width, generator=generator) < open_fraction).to(torch.float32)
 
@@ -243,7 +249,7 @@ def mask3d(mask: Tensor, bands: int = BANDS) -> Tensor:
     if mask.dim() == 2:
         mask = mask.unsqueeze(0)
     elif mask.dim() != 3:
-        raise ValueError(f"mask must have shape [H, W] or [B, H, W], got {_shape(mask)}")
+        raise InvalidInputError(f"mask must have shape [H, W] or [B, H, W], got {_shape(mask)}")
     batch, height, width = mask.shape
     return mask.unsqueeze(1).expand(batch, bands, height, width)
 

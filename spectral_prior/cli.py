@@ -1,8 +1,10 @@
 """The ``spectral-prior`` command: one subcommand per job, each defined next to the code it runs.
 
 A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status). A user error
-(bad path, bad value, missing extra, a prior that cannot be downloaded) raised by ``run`` ends the command with one
-line on stderr, ``spectral-prior COMMAND: error: ...``, and exit status 2, as argparse does for bad options.
+(bad path, bad value, missing extra, a prior that cannot be downloaded: a
+:class:`~spectral_prior.errors.SpectralPriorError`) raised by ``run`` ends the command with one line on stderr,
+``spectral-prior COMMAND: error: ...``, and exit status 2, as argparse does for bad options. Any other exception is
+a bug, and shows its traceback.
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import sys
 from typing import Sequence
 
 from . import __version__
+from .errors import SpectralPriorError
 
-USER_ERRORS = (ValueError, KeyError, ImportError, OSError)  # OSError: missing files, downloads (PriorDownloadError)
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("spectral_prior.demo", "reconstruct a test scene with a bare and an SDP-injected backbone, offline"),
@@ -39,9 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def error_message(err: BaseException) -> str:
-    """An exception as one line for the user (a KeyError's message without the quotes ``str()`` adds)."""
-    message = err.args[0] if isinstance(err, KeyError) and err.args else err
-    return " ".join(str(message).split())
+    """An exception as one line for the user."""
+    return " ".join(str(err).split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except USER_ERRORS as err:
+    except SpectralPriorError as err:
         print(f"spectral-prior {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 2
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from . import cassi
+from .errors import InvalidInputError, MissingDependencyError, MissingFileError
 
 __all__ = [
     "CAVE_WAVELENGTHS",
@@ -74,7 +75,7 @@ _MATLAB_HEADER = 512  # a v7.3 MAT-file is an HDF5 file behind a 512-byte user b
 _BAND_PNG = re.compile(r"(\d+)\.png$", re.IGNORECASE)
 
 
-class CubeReadError(ValueError):
+class CubeReadError(InvalidInputError):
     """A cube file is corrupted, truncated, or does not hold a usable cube."""
 
 
@@ -123,7 +124,7 @@ def read_cube(
     """
     path = Path(path)
     if layout is not None and layout not in _LAYOUTS:
-        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+        raise InvalidInputError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
     raw = _read_raw(path, key)
     data = _to_chw(raw.array, layout or raw.layout or _guess_layout(raw.array, path), path)
     known = raw.wavelengths
@@ -132,7 +133,7 @@ def read_cube(
     if wavelengths is not None:
         known = torch.as_tensor(np.asarray(wavelengths, dtype=np.float32)).flatten()
     if known is not None and known.numel() != data.shape[0]:
-        raise ValueError(f"{path}: {known.numel()} wavelengths for a cube of {data.shape[0]} bands")
+        raise InvalidInputError(f"{path}: {known.numel()} wavelengths for a cube of {data.shape[0]} bands")
     return Cube(data, known)
 
 
@@ -140,7 +141,7 @@ def _read_raw(path: Path, key: Optional[str]) -> _Raw:
     if path.is_dir():
         return _Raw(_read_png_folder(path), "CHW", cave=True)
     if not path.is_file():
-        raise FileNotFoundError(f"no cube file or PNG folder at {path}")
+        raise MissingFileError(f"no cube file or PNG folder at {path}")
     suffix = path.suffix.lower()
     if suffix == ".mat":
         return _read_mat(path, key)
@@ -148,7 +149,7 @@ def _read_raw(path: Path, key: Optional[str]) -> _Raw:
         return _Raw(_read_npy(path), None)
     if suffix == ".safetensors":
         return _read_safetensors(path, key)
-    raise ValueError(f"unsupported cube file {path}: expected {', '.join(CUBE_SUFFIXES)} or a folder of PNGs")
+    raise InvalidInputError(f"unsupported cube file {path}: expected {', '.join(CUBE_SUFFIXES)} or a folder of PNGs")
 
 
 def _to_chw(array: np.ndarray, layout: str, path: Path) -> Tensor:
@@ -170,7 +171,7 @@ def _guess_layout(array: np.ndarray, path: Path) -> str:
         raise CubeReadError(f"{path}: expected a 3-D cube, got an array of shape {list(array.shape)}")
     first, last = array.shape[0], array.shape[-1]
     if first == last:
-        raise ValueError(f"{path}: cannot tell the band axis of shape {list(array.shape)}; pass layout='CHW' or 'HWC'")
+        raise InvalidInputError(f"{path}: cannot tell the band axis of shape {list(array.shape)}; pass layout='CHW' or 'HWC'")
     return "CHW" if first < last else "HWC"
 
 
@@ -221,7 +222,7 @@ def _read_mat_v73(path: Path, key: Optional[str]) -> _Raw:
     try:
         import h5py
     except ImportError as err:
-        raise ImportError(f"{path} is a MATLAB v7.3 file; reading it needs h5py (pip install h5py)") from err
+        raise MissingDependencyError(f"{path} is a MATLAB v7.3 file; reading it needs h5py (pip install h5py)") from err
     try:
         with h5py.File(path, "r") as f:
             variables = {k: v for k, v in f.items() if isinstance(v, h5py.Dataset)}
@@ -267,7 +268,7 @@ def _read_png_folder(folder: Path) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError as err:
-        raise ImportError(f"reading the PNG bands in {folder} needs Pillow (pip install pillow)") from err
+        raise MissingDependencyError(f"reading the PNG bands in {folder} needs Pillow (pip install pillow)") from err
     files = _band_pngs(folder)
     if not files:
         raise CubeReadError(f"{folder} holds no band images named like '*_01.png'")
@@ -303,11 +304,11 @@ def resample_bands(cube: Tensor, src_nm: Wavelengths, dst_nm: Wavelengths = CASS
     src = torch.as_tensor(np.asarray(src_nm, dtype=np.float64)).flatten()
     dst = torch.as_tensor(np.asarray(dst_nm, dtype=np.float64)).flatten()
     if cube.dim() < 3 or cube.shape[-3] != src.numel():
-        raise ValueError(f"cube of shape {list(cube.shape)} does not have {src.numel()} bands (one per src_nm)")
+        raise InvalidInputError(f"cube of shape {list(cube.shape)} does not have {src.numel()} bands (one per src_nm)")
     if src.numel() < 2 or not bool((src[1:] > src[:-1]).all()):
-        raise ValueError("src_nm must hold at least 2 strictly increasing wavelengths")
+        raise InvalidInputError("src_nm must hold at least 2 strictly increasing wavelengths")
     if bool((dst < src[0]).any() or (dst > src[-1]).any()):
-        raise ValueError(
+        raise InvalidInputError(
             f"target wavelengths {dst.min().item():.1f}-{dst.max().item():.1f} nm fall outside the cube's "
             f"{src[0].item():.1f}-{src[-1].item():.1f} nm; resample_bands does not extrapolate"
         )
@@ -325,7 +326,7 @@ def to_cassi_bands(cube: Cube) -> Tensor:
     if bands == len(CASSI_WAVELENGTHS):
         return cube.data
     if cube.wavelengths is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"a cube of {bands} bands with unknown wavelengths cannot be mapped to the 28 CASSI bands; "
             f"pass wavelengths= (nm, one per band) when reading it"
         )
@@ -361,13 +362,13 @@ class CubeFolder(Dataset):
         self.root = Path(root)
         accepted = f"{', '.join(CUBE_SUFFIXES)} files or folders of band PNGs"
         if not self.root.is_dir():
-            raise FileNotFoundError(f"cube folder not found: {self.root} (it should hold {accepted})")
+            raise MissingFileError(f"cube folder not found: {self.root} (it should hold {accepted})")
         paths = sorted(
             p for p in self.root.iterdir()
             if (p.is_file() and p.suffix.lower() in CUBE_SUFFIXES) or (p.is_dir() and _band_pngs(p))
         )
         if not paths:
-            raise ValueError(f"no cubes in {self.root}: expected {accepted}")
+            raise InvalidInputError(f"no cubes in {self.root}: expected {accepted}")
         self.paths = paths if scenes is None else _select_scenes(paths, scenes, self.root)
         self.names = [_scene_name(p) for p in self.paths]
         self._read_args: Dict[str, Any] = {"key": key, "wavelengths": wavelengths, "layout": layout}
@@ -384,7 +385,7 @@ class CubeFolder(Dataset):
         try:
             cube = to_cassi_bands(cube).contiguous()
         except ValueError as err:
-            raise ValueError(f"{self.paths[index]}: {err}") from err
+            raise InvalidInputError(f"{self.paths[index]}: {err}") from err
         if self._cache is None:
             return cube, self.names[index]
         self._cache[index] = cube.to(self._cache_dtype)
@@ -401,11 +402,11 @@ def _select_scenes(paths: Sequence[Path], scenes: Sequence[str], root: Path) -> 
         raise TypeError(f"scenes must be a list of names, got the string {scenes!r}")
     missing = [name for name in scenes if name not in by_name]
     if missing:
-        raise ValueError(
+        raise InvalidInputError(
             f"scenes {missing} are not in {root}; it holds {sorted(_scene_name(p) for p in paths)}"
         )
     if not scenes:
-        raise ValueError("scenes is empty: name at least one scene, or pass scenes=None for all of them")
+        raise InvalidInputError("scenes is empty: name at least one scene, or pass scenes=None for all of them")
     return [by_name[name] for name in scenes]
 
 
@@ -420,14 +421,14 @@ class SceneTiles(Dataset):
 
     def __init__(self, scenes: Sequence[Any], size: int, *, grid: bool = True) -> None:
         if size < 1:
-            raise ValueError(f"size must be positive, got {size}")
+            raise InvalidInputError(f"size must be positive, got {size}")
         self.scenes, self.size = scenes, size
         self.tiles: List[Tuple[int, int, int]] = []
         for index in range(len(scenes)):
             cube, name = _named_item(scenes, index)
             height, width = cube.shape[-2:]
             if height < size or width < size:
-                raise ValueError(f"scene {name!r} ({height}x{width}) is smaller than the tile size {size}")
+                raise InvalidInputError(f"scene {name!r} ({height}x{width}) is smaller than the tile size {size}")
             if grid:
                 self.tiles += [(index, top, left) for top in range(0, height - size + 1, size)
                                for left in range(0, width - size + 1, size)]
@@ -463,11 +464,11 @@ class ProceduralCubes(Dataset):
 
     def __init__(self, num_scenes: int, *, size: Union[int, Tuple[int, int]] = 256, bands: int = 28, seed: int = 0):
         if num_scenes < 1:
-            raise ValueError(f"num_scenes must be positive, got {num_scenes}")
+            raise InvalidInputError(f"num_scenes must be positive, got {num_scenes}")
         self.num_scenes = num_scenes
         self.size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         if min(self.size) < 2 or bands < 2:
-            raise ValueError(f"scenes need at least 2x2 pixels and 2 bands, got size={size}, bands={bands}")
+            raise InvalidInputError(f"scenes need at least 2x2 pixels and 2 bands, got size={size}, bands={bands}")
         self.bands = bands
         self.seed = seed
         self.wavelengths = (
@@ -674,22 +675,22 @@ class CassiBatches:
         device: Union[str, torch.device] = "cpu",
     ) -> None:
         if len(dataset) == 0:
-            raise ValueError("the dataset is empty")
+            raise InvalidInputError("the dataset is empty")
         if crop < 2 or (augment and crop % 2):
-            raise ValueError(f"crop must be an even size of at least 2 (the mosaics are 2x2), got {crop}")
+            raise InvalidInputError(f"crop must be an even size of at least 2 (the mosaics are 2x2), got {crop}")
         if batch < 1 or world_size < 1 or batch % world_size:
-            raise ValueError(f"batch ({batch}) must be a positive multiple of world_size ({world_size})")
+            raise InvalidInputError(f"batch ({batch}) must be a positive multiple of world_size ({world_size})")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+            raise InvalidInputError(f"rank must be in [0, {world_size}), got {rank}")
         if input_setting not in cassi.INPUT_SETTINGS or mask_setting not in cassi.MASK_SETTINGS:
-            raise ValueError(
+            raise InvalidInputError(
                 f"unknown settings input={input_setting!r} mask={mask_setting!r}; valid inputs "
                 f"{cassi.INPUT_SETTINGS}, masks {cassi.MASK_SETTINGS}"
             )
         self.mask2d = cassi.load_mask(mask2d)
         height, width = self.mask2d.shape
         if height < crop or width < crop:
-            raise ValueError(f"the mask ({height}x{width}) is smaller than the crop ({crop}x{crop})")
+            raise InvalidInputError(f"the mask ({height}x{width}) is smaller than the crop ({crop}x{crop})")
         self.dataset = dataset
         self.crop, self.batch = crop, batch
         self.input_setting, self.mask_setting = input_setting, mask_setting
@@ -746,7 +747,7 @@ class CassiBatches:
     def _crop_scene(self, index: int, offset: np.ndarray, size: int) -> Tensor:
         scene, name = _named_item(self.dataset, index)
         if scene.shape[1] < self.crop or scene.shape[2] < self.crop:
-            raise ValueError(
+            raise InvalidInputError(
                 f"scene {name!r} ({scene.shape[1]}x{scene.shape[2]}) is smaller than the crop ({self.crop}x{self.crop}): "
                 "use a smaller --crop or leave the scene out"
             )
@@ -758,7 +759,7 @@ def _scene_tensor(item: Any) -> Tensor:
     scene = item[0] if isinstance(item, (tuple, list)) else item
     scene = torch.as_tensor(scene, dtype=torch.float32)
     if scene.dim() != 3:
-        raise ValueError(f"dataset items must be [C, H, W] cubes, got shape {list(scene.shape)}")
+        raise InvalidInputError(f"dataset items must be [C, H, W] cubes, got shape {list(scene.shape)}")
     return scene
 
 

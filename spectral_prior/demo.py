@@ -22,7 +22,13 @@ from torch import Tensor, nn
 from . import cassi, metrics
 from .adapters.registry import backbone_preset
 from .data import read_cube, to_cassi_bands
-from .evaluate import add_mask_key_argument, center_crop, load_model_and_backbone, size_multiple
+from .errors import InvalidInputError
+from .evaluate import (
+    add_mask_key_argument,
+    center_crop,
+    load_model_and_backbone,
+    size_multiple,
+)
 from .hub import PRETRAINED_DIR
 from .models import resolve_model_mask
 
@@ -57,7 +63,7 @@ def reconstruct(model: nn.Module, backbone: str, gt: Tensor, mask2d: Tensor) -> 
     preset = backbone_preset(backbone)
     height, width = gt.shape[-2:]
     if mask2d.shape[0] < height or mask2d.shape[1] < width:
-        raise ValueError(f"the mask ({mask2d.shape[0]}x{mask2d.shape[1]}) is smaller than the scene ({height}x{width})")
+        raise InvalidInputError(f"the mask ({mask2d.shape[0]}x{mask2d.shape[1]}) is smaller than the scene ({height}x{width})")
     mask3d = cassi.mask3d(mask2d[:height, :width], gt.shape[0])
     net_input, mask_input = cassi.simulate(gt[None], mask3d, preset.input_setting, preset.mask_setting)
     with torch.no_grad():
@@ -96,7 +102,7 @@ def _real(args: argparse.Namespace, models: dict[str, tuple[nn.Module, str]]) ->
     from .viz import save_preview
 
     if args.mask is None:
-        raise ValueError("--measurement needs the mask it was taken with: pass --mask FILE")
+        raise InvalidInputError("--measurement needs the mask it was taken with: pass --mask FILE")
     measurement = read_measurement(args.measurement)
     mask2d = cassi.load_mask(args.mask, key=args.mask_key)
     output = Path(args.output)
@@ -130,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
     figure_format(args.output)  # before any compute: a suffix we cannot write, or a folder that is not there
     if not Path(args.output).resolve().parent.is_dir():
-        raise ValueError(f"the folder of --output {args.output} does not exist")
+        raise InvalidInputError(f"the folder of --output {args.output} does not exist")
     models = {
         "bare": load_model_and_backbone(args.baseline, None),
         "sdp": load_model_and_backbone(args.checkpoint, None),

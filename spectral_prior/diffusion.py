@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .errors import InvalidInputError
+
 
 def linear_beta_schedule(steps: int, start: float = 0.1, end: float = 0.99) -> Tensor:
     """DiffIR's betas: ``linspace(sqrt(start), sqrt(end), steps) ** 2`` in float64."""
@@ -26,7 +28,7 @@ class DiffusionSchedule(nn.Module):
     def __init__(self, *, steps: int, start: float = 0.1, end: float = 0.99) -> None:
         super().__init__()
         if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
+            raise InvalidInputError(f"steps must be at least 1, got {steps}")
         self.steps = steps
         betas = linear_beta_schedule(steps, start, end)
         alphas = 1.0 - betas
@@ -79,7 +81,7 @@ class MLPDenoiser(nn.Module):
     def __init__(self, *, dim: int, cond_dim: int, hidden: int = 256, depth: int = 3) -> None:
         super().__init__()
         if depth < 1:
-            raise ValueError(f"depth must be at least 1, got {depth}")
+            raise InvalidInputError(f"depth must be at least 1, got {depth}")
         self.dim = dim
         self.cond_dim = cond_dim
         layers: list[nn.Module] = [nn.Linear(cond_dim + self.time_dim + dim, hidden), nn.LeakyReLU(0.1)]
@@ -126,19 +128,19 @@ class LatentDiffusion(nn.Module):
         ([B, dim] or [dim], broadcast over the batch) is given.
         """
         if cond.dim() != 2 or cond.shape[1] != self.cond_dim:
-            raise ValueError(f"cond must have shape [B, {self.cond_dim}], got {list(cond.shape)}")
+            raise InvalidInputError(f"cond must have shape [B, {self.cond_dim}], got {list(cond.shape)}")
         batch = cond.shape[0]
         if noise is None:
             noise = torch.randn(batch, self.dim, generator=generator, device=cond.device, dtype=cond.dtype)
         elif noise.shape[-1] != self.dim:
-            raise ValueError(f"noise must have {self.dim} entries per sample, got shape {list(noise.shape)}")
+            raise InvalidInputError(f"noise must have {self.dim} entries per sample, got shape {list(noise.shape)}")
         noise = noise.to(cond).expand(batch, self.dim)
         last = torch.full((batch,), self.steps - 1, device=cond.device, dtype=torch.long)
         if z0 is None:
             z = noise
         else:
             if z0.shape != (batch, self.dim):
-                raise ValueError(f"z0 must have shape [{batch}, {self.dim}] to match cond, got {list(z0.shape)}")
+                raise InvalidInputError(f"z0 must have shape [{batch}, {self.dim}] to match cond, got {list(z0.shape)}")
             z = self.schedule.q_sample(z0.to(cond), last, noise)
 
         for step in reversed(range(self.steps)):

@@ -34,6 +34,7 @@ from . import cassi, metrics
 from .adapters.mst import MST
 from .adapters.registry import backbone_preset
 from .data import CubeFolder, ProceduralCubes
+from .errors import InvalidInputError
 from .hub import download_prior
 from .inject import get_injector
 from .io import atomic_path, save_json
@@ -71,7 +72,7 @@ def center_crop(cube: Tensor, multiple: int) -> Tensor:
     height, width = cube.shape[-2:]
     new_height, new_width = height - height % multiple, width - width % multiple
     if new_height == 0 or new_width == 0:
-        raise ValueError(f"a {height}x{width} scene is smaller than the {multiple}-pixel multiple the model needs")
+        raise InvalidInputError(f"a {height}x{width} scene is smaller than the {multiple}-pixel multiple the model needs")
     top, left = (height - new_height) // 2, (width - new_width) // 2
     return cube[..., top : top + new_height, left : left + new_width]
 
@@ -83,7 +84,7 @@ def _named_scenes(scenes: Sequence[Any]) -> Iterator[Tuple[Tensor, str]]:
         cube, name = item if isinstance(item, (tuple, list)) else (item, f"scene_{index:03d}")
         cube = torch.as_tensor(cube, dtype=torch.float32)
         if cube.dim() != 3:
-            raise ValueError(f"scene {name!r} must be a [C, H, W] cube, got shape {list(cube.shape)}")
+            raise InvalidInputError(f"scene {name!r} must be a [C, H, W] cube, got shape {list(cube.shape)}")
         yield cube, str(name)
 
 
@@ -91,7 +92,7 @@ def _mask_for(mask2d: Tensor, cube: Tensor, name: str) -> Tensor:
     """The top-left corner of the mask, the size of ``cube``."""
     height, width = cube.shape[-2:]
     if mask2d.shape[0] < height or mask2d.shape[1] < width:
-        raise ValueError(
+        raise InvalidInputError(
             f"the mask ({mask2d.shape[0]}x{mask2d.shape[1]}) is smaller than scene {name!r} ({height}x{width}): "
             f"use a mask at least as large as the scenes (e.g. --mask random --mask-size {max(height, width)}) "
             f"or crop the scenes to the mask's size"
@@ -141,7 +142,7 @@ def iter_evaluate(
     model comes from its stage-1 teacher, which also sees the ground truth (an upper bound, never a deployable score).
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
     mask2d = cassi.load_mask(mask2d)
     device = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
     multiple = crop_multiple or size_multiple(model)
@@ -244,7 +245,7 @@ def _saved_backbone_name(checkpoint: str) -> str:
     config = read_config(download_prior(checkpoint, filenames=(CONFIG_FILE,)) / CONFIG_FILE)
     name = (config.get("backbone") or {}).get("name")
     if name is None:
-        raise ValueError(f"{checkpoint} does not name its backbone: pass --backbone")
+        raise InvalidInputError(f"{checkpoint} does not name its backbone: pass --backbone")
     return name
 
 
@@ -252,7 +253,7 @@ def load_model_and_backbone(checkpoint: Optional[str], backbone: Optional[str]) 
     """:func:`~spectral_prior.load_model` of ``checkpoint``, with the name of its backbone (``backbone``, or the
     one its saved config names)."""
     if checkpoint is None and backbone is None:
-        raise ValueError("pass --checkpoint, --backbone, or both")
+        raise InvalidInputError("pass --checkpoint, --backbone, or both")
     model = load_model(checkpoint, backbone=backbone)
     return model, backbone or _saved_backbone_name(checkpoint)
 
@@ -264,17 +265,17 @@ def check_output_folder(path: str | Path) -> Path:
     """
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--output {folder} is a file, not a folder")
+        raise InvalidInputError(f"--output {folder} is a file, not a folder")
     existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write the --output folder {folder}: {existing} is not a writable folder")
+        raise InvalidInputError(f"cannot write the --output folder {folder}: {existing} is not a writable folder")
     return folder
 
 
 def require_trained_weights(args: argparse.Namespace) -> None:
     """Refuse to run an untrained ``--backbone`` unless ``--random-weights`` asks for it."""
     if args.checkpoint is None and not args.random_weights:
-        raise ValueError(f"no --checkpoint: the {args.backbone or 'model'} would run with random weights; pass a "
+        raise InvalidInputError(f"no --checkpoint: the {args.backbone or 'model'} would run with random weights; pass a "
                          "trained --checkpoint (e.g. an embedded model: bisrnet-sdp), or --random-weights to test the "
                          "pipeline")
 
@@ -295,13 +296,13 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from err
+        raise InvalidInputError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from err
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but CUDA is not available here (torch {torch.__version__}, "
+            raise InvalidInputError(f"device {name!r} asked for, but CUDA is not available here (torch {torch.__version__}, "
                              f"built for CUDA: {torch.version.cuda or 'no'}): use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA devices")
+            raise InvalidInputError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA devices")
     return device
 
 

@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from .errors import InvalidInputError, MissingDependencyError, MissingFileError
+
 ONNX_PACKAGES = ("onnx", "onnxscript")
 
 
@@ -31,14 +33,14 @@ def export_onnx(model: nn.Module, example_inputs: Sequence[Tensor], path: str | 
     """Write ``model`` as an ONNX file at ``path`` (through torch.onnx's exporter, from ``export_program``)."""
     missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        raise ImportError(
+        raise MissingDependencyError(
             f"ONNX export needs {', '.join(missing)}: pip install 'spectral-prior[export]'"
         )
     path = Path(path)
     if path.suffix != ".onnx":
-        raise ValueError(f"the ONNX file must end in .onnx, got {str(path)!r}")
+        raise InvalidInputError(f"the ONNX file must end in .onnx, got {str(path)!r}")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"no folder {str(path.parent)!r} to write {path.name} into")
+        raise MissingFileError(f"no folder {str(path.parent)!r} to write {path.name} into")
     program = export_program(model, example_inputs)
     onnx_program = torch.onnx.export(program, tuple(example_inputs), dynamo=True, verbose=False)
     onnx_program.save(str(path))

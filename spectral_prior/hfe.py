@@ -15,6 +15,7 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 
 from .adapters.layers import check_finite
+from .errors import InvalidInputError
 
 UNSHUFFLE = 4
 MULTIPLE = UNSHUFFLE * 2  # pixel-unshuffle by 4, then one stride-2 downsample
@@ -64,12 +65,12 @@ class HFE(nn.Module):
 
     def _check(self, x: Tensor, name: str) -> None:
         if x.dim() != 4:
-            raise ValueError(f"{name} must have shape [B, {self.bands}, H, W], got {list(x.shape)}")
+            raise InvalidInputError(f"{name} must have shape [B, {self.bands}, H, W], got {list(x.shape)}")
         if x.shape[1] != self.bands:
-            raise ValueError(f"{name} must have {self.bands} bands (channels), got {x.shape[1]}")
+            raise InvalidInputError(f"{name} must have {self.bands} bands (channels), got {x.shape[1]}")
         height, width = x.shape[-2:]
         if height < 2 or width < 2:
-            raise ValueError(f"{name} must be at least 2x2 pixels, got {height}x{width}")
+            raise InvalidInputError(f"{name} must be at least 2x2 pixels, got {height}x{width}")
         check_finite(x, name=name)
 
     def forward(self, h: Tensor, gt: Tensor | None = None) -> Tensor:
@@ -77,13 +78,13 @@ class HFE(nn.Module):
         self._check(h, "h")
         if self.teacher:
             if gt is None:
-                raise ValueError("the teacher HFE needs the ground-truth cube: call hfe(h, gt)")
+                raise InvalidInputError("the teacher HFE needs the ground-truth cube: call hfe(h, gt)")
             if gt.shape != h.shape:
-                raise ValueError(f"gt must have the same shape as h {list(h.shape)}, got {list(gt.shape)}")
+                raise InvalidInputError(f"gt must have the same shape as h {list(h.shape)}, got {list(gt.shape)}")
             self._check(gt, "gt")
             h = torch.cat((h, gt), dim=1)
         elif gt is not None:
-            raise ValueError("the student HFE sees only h; build HFE(teacher=True) to use gt")
+            raise InvalidInputError("the student HFE sees only h; build HFE(teacher=True) to use gt")
 
         pad_h, pad_w = (-h.shape[-2]) % MULTIPLE, (-h.shape[-1]) % MULTIPLE
         if pad_h or pad_w:

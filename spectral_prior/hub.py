@@ -24,7 +24,6 @@ from typing import Any, Union
 
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub import constants as hf_constants
-
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -33,6 +32,8 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+
+from .errors import InvalidInputError, MissingFileError, SpectralPriorError
 
 __all__ = [
     "DEFAULT_FILES",
@@ -74,7 +75,7 @@ _NAME = r"(?![^/@]*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 _REPO_ID_RE = re.compile(rf"^(?P<repo_id>{_NAME}/{_NAME})(?:@(?P<revision>[^\s@]+))?$")
 
 
-class PriorDownloadError(OSError):
+class PriorDownloadError(SpectralPriorError, OSError):
     """A prior could not be fetched from the Hub.
 
     The message says what went wrong in this library's terms; the original huggingface_hub
@@ -129,10 +130,10 @@ def resolve_prior_source(source: PathLike) -> str:
     if source in EMBEDDED_MODELS:
         embedded = PRETRAINED_DIR / EMBEDDED_MODELS[source]
         if not (embedded / "config.json").is_file():
-            raise FileNotFoundError(f"the embedded model {source!r} is missing from {embedded}: reinstall spectral-prior")
+            raise MissingFileError(f"the embedded model {source!r} is missing from {embedded}: reinstall spectral-prior")
         return str(embedded)
     if _REPO_ID_RE.match(source) and _missing_local_path(source):
-        raise ValueError(
+        raise InvalidInputError(
             f"{source!r} is not a local directory nor a Hub repo id: the folder {source.split('/', 1)[0]!r} exists "
             "here, so this looks like a local path that does not exist (the Hub was not asked)"
         )
@@ -141,8 +142,8 @@ def resolve_prior_source(source: PathLike) -> str:
     if _REPO_ID_RE.match(source):
         return source
     if source and "/" not in source and "\\" not in source and "@" not in source:
-        raise ValueError(f"unknown prior name {source!r}: {_accepted_forms()}")
-    raise ValueError(f"{source!r} is not a local directory nor a Hub repo id: {_accepted_forms()}")
+        raise InvalidInputError(f"unknown prior name {source!r}: {_accepted_forms()}")
+    raise InvalidInputError(f"{source!r} is not a local directory nor a Hub repo id: {_accepted_forms()}")
 
 
 def _split_repo_revision(repo: str, revision: str | None) -> tuple[str, str | None]:
@@ -150,7 +151,7 @@ def _split_repo_revision(repo: str, revision: str | None) -> tuple[str, str | No
     assert match is not None  # resolve_prior_source only lets repo-id-shaped strings through
     repo_id, pinned = match.group("repo_id"), match.group("revision")
     if pinned is not None and revision is not None and pinned != revision:
-        raise ValueError(f"conflicting revisions for {repo_id}: {pinned!r} in the source and revision={revision!r}")
+        raise InvalidInputError(f"conflicting revisions for {repo_id}: {pinned!r} in the source and revision={revision!r}")
     return repo_id, pinned if pinned is not None else revision
 
 
@@ -199,16 +200,16 @@ def download_prior(
     required = _as_names(filenames)
     extra = tuple(name for name in _as_names(optional) if name not in required)
     if not required:
-        raise ValueError("filenames must name at least one required file")
+        raise InvalidInputError("filenames must name at least one required file")
 
     resolved = resolve_prior_source(source)
     if _is_local_dir(resolved):
         if revision is not None:
-            raise ValueError(f"revision={revision!r} only applies to Hub repos, and {resolved!r} is a local directory")
+            raise InvalidInputError(f"revision={revision!r} only applies to Hub repos, and {resolved!r} is a local directory")
         directory = Path(resolved).expanduser().resolve()
         for name in required:
             if not (directory / name).is_file():
-                raise FileNotFoundError(f"prior directory {directory} has no {name}")
+                raise MissingFileError(f"prior directory {directory} has no {name}")
         return directory
 
     repo_id, revision = _split_repo_revision(resolved, revision)
@@ -282,13 +283,13 @@ def push_to_hub(
     """
     match = _REPO_ID_RE.match(repo_id)
     if match is None or match.group("revision") is not None:
-        raise ValueError(f"repo_id must look like 'owner/name', got {repo_id!r}")
+        raise InvalidInputError(f"repo_id must look like 'owner/name', got {repo_id!r}")
     folder = Path(directory).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"no prior directory at {folder}")
+        raise MissingFileError(f"no prior directory at {folder}")
     for name in _as_names(filenames):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"prior directory {folder} has no {name}; save the prior before pushing it")
+            raise MissingFileError(f"prior directory {folder} has no {name}; save the prior before pushing it")
 
     api = HfApi(token=token)
     repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

@@ -31,9 +31,18 @@ import torch
 from torch import Tensor, nn
 
 from .adapters.presets import PRESETS, Condition, Preset, first_argument
+from .errors import InvalidInputError
 from .io import load_state_dict_strict, load_tensors, save_json, save_tensors
 from .prior import LinearPrior, build_prior, prior_spec
-from .saved import BACKBONE_FILE, CONFIG_FILE, WEIGHTS_FILE, library_stamp, model_card, read_config, write_card
+from .saved import (
+    BACKBONE_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    library_stamp,
+    model_card,
+    read_config,
+    write_card,
+)
 from .spim import SPIM, default_channel_axis
 
 logger = logging.getLogger("spectral_prior")
@@ -266,7 +275,7 @@ class SpectralPriorInjector(nn.Module):
         directory = Path(directory)
         config = read_config(directory / CONFIG_FILE, kind="injector")
         if config["targets"] != self.targets or config["channels"] != self.channels:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{directory} was saved for targets {config['targets']} with channels {config['channels']}; this "
                 f"model's injection has {self.targets} with {self.channels}"
             )
@@ -286,7 +295,7 @@ def match_targets(model: nn.Module, layers: Layers) -> list[str]:
         try:
             pattern = re.compile(layers)
         except re.error as err:
-            raise ValueError(f"layers={layers!r} is not a valid regular expression ({err}) nor a preset name") from err
+            raise InvalidInputError(f"layers={layers!r} is not a valid regular expression ({err}) nor a preset name") from err
         matched = [name for name in names if pattern.fullmatch(name)]
         wanted = [layers]
     else:
@@ -297,11 +306,11 @@ def match_targets(model: nn.Module, layers: Layers) -> list[str]:
     if not matched:
         close = sorted({c for w in wanted for c in difflib.get_close_matches(w, names, n=5, cutoff=0.4)})
         hint = f"close module names: {close}" if close else f"some module names: {names[:8]}"
-        raise ValueError(f"layers={layers!r} matches no module of {type(model).__name__}; {hint}")
+        raise InvalidInputError(f"layers={layers!r} matches no module of {type(model).__name__}; {hint}")
     nested = [(outer, inner) for outer in matched for inner in matched if inner.startswith(outer + ".")]
     if nested:
         outer, inner = nested[0]
-        raise ValueError(
+        raise InvalidInputError(
             f"target {inner!r} lies inside target {outer!r}: its output would be modulated twice; "
             "choose blocks that do not contain one another"
         )
@@ -347,7 +356,7 @@ def _probe_prior(prior: nn.Module, condition: Condition, example: tuple[tuple, d
         z = prior(condition(*example))
     if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[-1] != prior_dim:
         shape = list(z.shape) if isinstance(z, Tensor) else type(z).__name__
-        raise ValueError(f"the prior returned {shape}, expected a tensor [B, {prior_dim}]")
+        raise InvalidInputError(f"the prior returned {shape}, expected a tensor [B, {prior_dim}]")
 
 
 def _per_target(value: Any, name: str) -> Any:
@@ -365,7 +374,7 @@ def _resolve_channels(
         given, axis = _per_target(channels, name), _per_target(channel_axis, name)
         if probed is None:
             if given is None:
-                raise ValueError(f"no channel count for target {name!r}: pass channels= or example_inputs=")
+                raise InvalidInputError(f"no channel count for target {name!r}: pass channels= or example_inputs=")
             resolved[name] = (given, 1 if axis is None else axis)
             continue
         output = probed.get(name)
@@ -378,7 +387,7 @@ def _resolve_channels(
         axis = default_channel_axis(output.dim()) if axis is None else axis
         found = output.shape[axis]
         if given is not None and given != found:
-            raise ValueError(f"channels[{name!r}] = {given}, but the block outputs {found} channels on axis {axis}")
+            raise InvalidInputError(f"channels[{name!r}] = {given}, but the block outputs {found} channels on axis {axis}")
         resolved[name] = (found, axis)
     return resolved
 
@@ -448,7 +457,7 @@ def inject_prior(
     drop_stale_compiled_code()  # before the probe forward, whose hooks compiled code would not run either
     if hasattr(model, INJECTOR_NAME):
         if not replace:
-            raise ValueError("this model already has a prior injected; call remove_prior(model) or pass replace=True")
+            raise InvalidInputError("this model already has a prior injected; call remove_prior(model) or pass replace=True")
         remove_prior(model)
 
     checkpoint_dir, saved = None, None
@@ -476,7 +485,7 @@ def inject_prior(
         prior = build_prior(saved["prior"] if saved.get("kind") == "injector" else saved)
     if prior is None:
         if prior_dim is None:
-            raise ValueError("pass a prior, or prior_dim= for the LinearPrior stand-in")
+            raise InvalidInputError("pass a prior, or prior_dim= for the LinearPrior stand-in")
         prior = LinearPrior(prior_dim)
     prior_dim = _resolve_prior_dim(prior, prior_dim)
 
@@ -490,7 +499,7 @@ def inject_prior(
     probed = None
     if needs_probe:
         if example is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "cannot infer the targets' channels: pass example_inputs= (inputs for one probe forward) or channels="
             )
         try:
@@ -498,7 +507,7 @@ def inject_prior(
         except (RuntimeError, ValueError) as err:
             if preset is None or example_inputs is not None:
                 raise
-            raise ValueError(
+            raise InvalidInputError(
                 f"the probe forward of preset {preset.name!r} fails on {type(model).__name__} ({_first_line(err)}): is "
                 f"{preset.name!r} this backbone's preset? Presets: {', '.join(PRESETS)}; or pass example_inputs="
             ) from err
@@ -530,12 +539,12 @@ def _check_given_channels(given: Any, saved: Mapping[str, int], directory: Path)
     wrong = {name: (value, saved[name]) for name, value in expected.items() if name in saved and saved[name] != value}
     if wrong:
         details = ", ".join(f"{name}: {value} given, {was} saved" for name, (value, was) in wrong.items())
-        raise ValueError(f"channels= disagrees with the injection saved in {directory} ({details}); leave it out")
+        raise InvalidInputError(f"channels= disagrees with the injection saved in {directory} ({details}); leave it out")
 
 
 def _check_saved_targets(saved: Mapping[str, Any], targets: Sequence[str], directory: Path) -> None:
     if list(saved["targets"]) != list(targets):
-        raise ValueError(
+        raise InvalidInputError(
             f"{directory} was trained for the blocks {saved['targets']} "
             f"(backbone {saved.get('backbone', {}).get('class', '?')}), but layers selects {list(targets)} here"
         )
@@ -544,10 +553,10 @@ def _check_saved_targets(saved: Mapping[str, Any], targets: Sequence[str], direc
 def _resolve_prior_dim(prior: nn.Module, prior_dim: int | None) -> int:
     own = getattr(prior, "prior_dim", None)
     if prior_dim is not None and own is not None and own != prior_dim:
-        raise ValueError(f"prior_dim={prior_dim} but the prior produces vectors of length {own}")
+        raise InvalidInputError(f"prior_dim={prior_dim} but the prior produces vectors of length {own}")
     resolved = prior_dim if prior_dim is not None else own
     if resolved is None:
-        raise ValueError(f"cannot tell the length of {type(prior).__name__}'s vectors: pass prior_dim=")
+        raise InvalidInputError(f"cannot tell the length of {type(prior).__name__}'s vectors: pass prior_dim=")
     return resolved
 
 
@@ -560,7 +569,7 @@ def backbone_signature(model: nn.Module) -> dict[str, Any]:
 def _check_backbone_signature(saved: Mapping[str, Any], model: nn.Module, directory: Path) -> None:
     trained, here = saved.get("trained_with"), backbone_signature(model)
     if trained is not None and trained != here:
-        raise ValueError(
+        raise InvalidInputError(
             f"{directory} was trained with a {trained['class']} of {trained['parameters']:,} parameters, but this model "
             f"is a {here['class']} of {here['parameters']:,}: a prior and its SPIMs belong to the backbone variant "
             "they were trained with"
@@ -596,7 +605,7 @@ def remove_prior(model: nn.Module) -> nn.Module:
     """Remove every hook and the ``spectral_prior`` child: the model is the bare backbone again. Returns ``model``."""
     injector = getattr(model, INJECTOR_NAME, None)
     if not isinstance(injector, SpectralPriorInjector):
-        raise ValueError(f"{type(model).__name__} has no injected prior to remove")
+        raise InvalidInputError(f"{type(model).__name__} has no injected prior to remove")
     for handle in injector._handles:
         handle.remove()
     injector._handles = []
@@ -609,5 +618,5 @@ def get_injector(model: nn.Module) -> SpectralPriorInjector:
     """The injector of an injected model (``model.spectral_prior``); a clear error if there is none."""
     injector = getattr(model, INJECTOR_NAME, None)
     if not isinstance(injector, SpectralPriorInjector):
-        raise ValueError(f"{type(model).__name__} has no injected prior: call inject_prior(model, layers=...) first")
+        raise InvalidInputError(f"{type(model).__name__} has no injected prior: call inject_prior(model, layers=...) first")
     return injector

@@ -13,6 +13,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .errors import InvalidInputError, MissingFileError
+
 
 def _file_mode() -> int:
     """The mode ``open()`` gives new files under the current umask (mkstemp's files are owner-only)."""
@@ -54,11 +56,11 @@ def load_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a safetensors file; a missing, truncated or corrupted file raises an error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise MissingFileError(f"weights file not found: {path}")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupted?): {err}") from err
+        raise InvalidInputError(f"{path} is not a readable safetensors file (truncated or corrupted?): {err}") from err
 
 
 def save_json(payload: Mapping[str, Any], path: str | os.PathLike) -> None:
@@ -71,13 +73,13 @@ def load_json(path: str | os.PathLike) -> dict[str, Any]:
     """Read a JSON object; a missing or malformed file raises an error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise MissingFileError(f"config file not found: {path}")
     try:
         payload = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+        raise InvalidInputError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(payload, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(payload).__name__}")
+        raise InvalidInputError(f"{path} must hold a JSON object, got {type(payload).__name__}")
     return payload
 
 
@@ -99,7 +101,7 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], *, sour
             f"expected {list(expected[key].shape)}, got {list(state_dict[key].shape)}"
         )
     if problems:
-        raise ValueError(
+        raise InvalidInputError(
             f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}. "
             "Is it a checkpoint of another architecture or configuration?"
         )

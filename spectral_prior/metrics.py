@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import InvalidInputError
+
 __all__ = ["psnr", "ssim", "sam"]
 
 SSIM_WINDOW = 11
@@ -25,13 +27,13 @@ def _as_batch(img: Tensor, ref: Tensor) -> Tuple[Tensor, Tensor, bool]:
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if img.shape != ref.shape:
-        raise ValueError(f"img and ref must have the same shape, got {list(img.shape)} and {list(ref.shape)}")
+        raise InvalidInputError(f"img and ref must have the same shape, got {list(img.shape)} and {list(ref.shape)}")
     if img.dim() not in (3, 4):
-        raise ValueError(f"expected [C, H, W] or [B, C, H, W] tensors, got shape {list(img.shape)}")
+        raise InvalidInputError(f"expected [C, H, W] or [B, C, H, W] tensors, got shape {list(img.shape)}")
     for name, x in (("img", img), ("ref", ref)):
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"{name} holds {bad} NaN or infinite values: a score of it would be meaningless")
+            raise InvalidInputError(f"{name} holds {bad} NaN or infinite values: a score of it would be meaningless")
     batched = img.dim() == 4
     return (img, ref, True) if batched else (img.unsqueeze(0), ref.unsqueeze(0), False)
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .adapters.checkpoint import load_toolbox_checkpoint
 from .adapters.registry import backbone_preset, create_backbone
+from .errors import InvalidInputError
 from .inject import inject_prior
 from .io import load_state_dict_strict, load_tensors, save_json, save_tensors
 from .saved import (
@@ -55,7 +56,7 @@ def resolve_model_mask(checkpoint: str | Path | None, mask: Tensor | None = None
         trained = load_saved_mask(checkpoint)
     if mask is None:
         if trained is None:
-            raise ValueError(f"{checkpoint or 'an untrained model'} records no coded aperture: pass --mask FILE (the "
+            raise InvalidInputError(f"{checkpoint or 'an untrained model'} records no coded aperture: pass --mask FILE (the "
                              "mask the model was trained with, or the one your measurement was taken with)")
         return trained
     check_mask(mask, trained, model=str(checkpoint))
@@ -99,12 +100,12 @@ def _load_model(checkpoint: str | Path | None, backbone: str | None, hub_kwargs:
 
     if checkpoint is None:
         if backbone is None:
-            raise ValueError("pass a checkpoint, a backbone name, or both")
+            raise InvalidInputError("pass a checkpoint, a backbone name, or both")
         return create_backbone(backbone).eval()
     path = Path(checkpoint)
     if path.is_file():
         if backbone is None:
-            raise ValueError(f"{path} is a bare weights file: say which backbone it is for, e.g. backbone='mst_s'")
+            raise InvalidInputError(f"{path} is a bare weights file: say which backbone it is for, e.g. backbone='mst_s'")
         model = create_backbone(backbone)
         if path.suffix == ".safetensors":
             load_state_dict_strict(model, load_tensors(path), source=str(path))
@@ -122,12 +123,12 @@ def _load_model(checkpoint: str | Path | None, backbone: str | None, hub_kwargs:
         load_state_dict_strict(model, load_tensors(directory / BACKBONE_FILE), source=str(directory))
         return model.eval()
     if config["kind"] != "injector":
-        raise ValueError(
+        raise InvalidInputError(
             f"{directory} holds a bare {config['kind']!r}; inject it into a backbone with "
             f"inject_prior(model, layers=..., prior={str(checkpoint)!r}) instead"
         )
     if not config.get("backbone"):
-        raise ValueError(
+        raise InvalidInputError(
             f"{directory} holds prior and SPIM weights without the backbone's: load your trained backbone, then "
             f"inject_prior(model, layers=..., prior={str(checkpoint)!r})"
         )
@@ -139,8 +140,8 @@ def _load_model(checkpoint: str | Path | None, backbone: str | None, hub_kwargs:
 def _backbone_name(config: dict[str, Any], given: str | None, directory: Path) -> str:
     saved = (config.get("backbone") or {}).get("name")
     if given is not None and saved is not None and given != saved:
-        raise ValueError(f"{directory} holds a {saved!r} checkpoint, but backbone={given!r} was asked for")
+        raise InvalidInputError(f"{directory} holds a {saved!r} checkpoint, but backbone={given!r} was asked for")
     name = given or saved
     if name is None:
-        raise ValueError(f"{directory} does not name its backbone: pass backbone= (e.g. 'mst_s')")
+        raise InvalidInputError(f"{directory} does not name its backbone: pass backbone= (e.g. 'mst_s')")
     return name

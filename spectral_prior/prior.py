@@ -17,10 +17,10 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from .diffusion import LatentDiffusion
+from .errors import InvalidInputError
 from .hfe import HFE
 from .io import load_state_dict_strict, load_tensors, save_json, save_tensors
 from .saved import CONFIG_FILE, WEIGHTS_FILE, library_stamp, read_config
-
 
 
 class LinearPrior(nn.Module):
@@ -132,7 +132,7 @@ class SpectralDiffusionPrior(
     def teacher(self, h: Tensor, gt: Tensor) -> Tensor:
         """The stage-1 teacher prior [B, D] from ``h`` and the ground-truth cube ``gt``."""
         if self.teacher_hfe is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "this prior has no stage-1 teacher (it was saved for inference, PriorConfig.teacher=False): stage-1 "
                 "and stage-2 training start from a checkpoint that still holds it"
             )
@@ -160,7 +160,7 @@ class SpectralDiffusionPrior(
         known = {field.name for field in fields(PriorConfig)}
         unknown = sorted(set(config) - known)
         if unknown:
-            raise ValueError(f"unknown PriorConfig fields {unknown}; known fields: {sorted(known)}")
+            raise InvalidInputError(f"unknown PriorConfig fields {unknown}; known fields: {sorted(known)}")
         return cls(PriorConfig(**config))
 
     # -- Hub: save_pretrained / from_pretrained / push_to_hub (the latter from PyTorchModelHubMixin) --------------
@@ -204,9 +204,9 @@ class SpectralDiffusionPrior(
         elif config.get("kind") == "injector":  # the injector's weights hold the prior's under "prior."
             spec, prefix = config["prior"], "prior."
         else:
-            raise ValueError(f"{source} holds a {config.get('kind')!r} checkpoint, not a saved prior or injection")
+            raise InvalidInputError(f"{source} holds a {config.get('kind')!r} checkpoint, not a saved prior or injection")
         if spec["class"] != cls.__name__:
-            raise ValueError(f"{source} holds a {spec['class']}, not a {cls.__name__}")
+            raise InvalidInputError(f"{source} holds a {spec['class']}, not a {cls.__name__}")
         prior = cls.from_config(spec["config"])
         weights = load_tensors(directory / WEIGHTS_FILE)
         weights = {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
@@ -236,5 +236,5 @@ def build_prior(spec: Mapping[str, Any]) -> nn.Module:
     """Rebuild a prior from :func:`prior_spec`'s description."""
     name = spec.get("class")
     if name not in PRIOR_CLASSES:
-        raise ValueError(f"unknown prior class {name!r}; known: {sorted(PRIOR_CLASSES)}")
+        raise InvalidInputError(f"unknown prior class {name!r}; known: {sorted(PRIOR_CLASSES)}")
     return PRIOR_CLASSES[name].from_config(spec.get("config", {}))

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from . import cassi
 from .adapters.registry import backbone_preset
 from .data import CASSI_WAVELENGTHS
+from .errors import InvalidInputError, MissingFileError, UnknownNameError
 from .evaluate import (
     add_mask_key_argument,
     add_model_arguments,
@@ -53,16 +54,16 @@ def read_measurement(path: PathLike, key: Optional[str] = None) -> Tensor:
     ``meas_real``, ``meas``, ``y`` or the file's only 2-D variable) or a ``.npy`` file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"measurement file not found: {path}")
+        raise MissingFileError(f"measurement file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         array = np.load(path, allow_pickle=False)
     elif suffix == ".mat":
         array = _read_mat_variable(path, key)
     else:
-        raise ValueError(f"unsupported measurement file {path}: expected .mat or .npy")
+        raise InvalidInputError(f"unsupported measurement file {path}: expected .mat or .npy")
     if array.ndim != 2:
-        raise ValueError(f"{path}: the measurement must be 2-D [H, W'], got shape {list(array.shape)}")
+        raise InvalidInputError(f"{path}: the measurement must be 2-D [H, W'], got shape {list(array.shape)}")
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
@@ -70,18 +71,18 @@ def _read_mat_variable(path: Path, key: Optional[str]) -> np.ndarray:
     try:
         contents = scipy.io.loadmat(str(path))
     except NotImplementedError as err:
-        raise ValueError(f"{path} is a MATLAB v7.3 file: save it with -v7, or as .npy") from err
+        raise InvalidInputError(f"{path} is a MATLAB v7.3 file: save it with -v7, or as .npy") from err
     variables = {name: value for name, value in contents.items() if not name.startswith("__")}
     if key is not None:
         if key not in variables:
-            raise KeyError(f"no variable {key!r} in {path}; variables in the file: {sorted(variables)}")
+            raise UnknownNameError(f"no variable {key!r} in {path}; variables in the file: {sorted(variables)}")
         return np.asarray(variables[key])
     for name in MEASUREMENT_KEYS:
         if name in variables:
             return np.asarray(variables[name])
     planes = [name for name, value in variables.items() if np.ndim(value) == 2]
     if len(planes) != 1:
-        raise KeyError(f"{path}: cannot tell which variable is the measurement; pass --key, one of {sorted(variables)}")
+        raise UnknownNameError(f"{path}: cannot tell which variable is the measurement; pass --key, one of {sorted(variables)}")
     return np.asarray(variables[planes[0]])
 
 
@@ -90,7 +91,7 @@ def _check_geometry(measurement: Tensor, mask2d: Tensor, bands: int, step: int) 
     height, width = mask2d.shape
     expected = (height, width + (bands - 1) * step)
     if tuple(measurement.shape) != expected:
-        raise ValueError(
+        raise InvalidInputError(
             f"the measurement is {measurement.shape[0]}x{measurement.shape[1]} but the {height}x{width} mask "
             f"needs {expected[0]}x{expected[1]}: same height, and the mask's width + (bands - 1) * step = "
             f"{width} + {bands - 1} * {step} for {bands} bands dispersed by {step} pixels each"
@@ -100,11 +101,11 @@ def _check_geometry(measurement: Tensor, mask2d: Tensor, bands: int, step: int) 
 def prepare_measurement(measurement: Tensor, *, peak: float = TOOLBOX_PEAK) -> Tensor:
     """The toolbox's real-data normalisation: clip to [0, 1], then scale so the maximum is ``peak``."""
     if not peak > 0:
-        raise ValueError(f"peak must be positive, got {peak}")
+        raise InvalidInputError(f"peak must be positive, got {peak}")
     clipped = measurement.clamp(0.0, 1.0)
     top = clipped.max()
     if top <= 0:
-        raise ValueError("the measurement is zero (or negative) everywhere: nothing to reconstruct")
+        raise InvalidInputError("the measurement is zero (or negative) everywhere: nothing to reconstruct")
     return clipped / top * peak
 
 
@@ -130,7 +131,7 @@ def reconstruct_measurement(
     """
     measurement = torch.as_tensor(measurement, dtype=torch.float32)
     if measurement.dim() != 2:
-        raise ValueError(f"the measurement must be 2-D [H, W'], got shape {list(measurement.shape)}")
+        raise InvalidInputError(f"the measurement must be 2-D [H, W'], got shape {list(measurement.shape)}")
     mask2d = cassi.load_mask(mask2d)
     _check_geometry(measurement, mask2d, bands, step)
     if device is None:
@@ -174,7 +175,7 @@ def reconstruct_command(args: argparse.Namespace) -> Path:
     except ValueError as err:
         if args.mask:
             raise
-        raise ValueError(f"{err} (the mask saved with {args.checkpoint}: a real measurement needs the mask of the "
+        raise InvalidInputError(f"{err} (the mask saved with {args.checkpoint}: a real measurement needs the mask of the "
                          "camera that took it, pass --mask)") from err
     model, backbone = load_model_and_backbone(args.checkpoint, args.backbone)
     preset = backbone_preset(backbone)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
+from .errors import InvalidInputError, MissingFileError
 from .io import atomic_path, load_json, load_tensors, save_json, save_tensors
 
 FORMAT_VERSION = 1
@@ -46,14 +47,14 @@ def read_config(path: Path, *, kind: str | None = None) -> dict[str, Any]:
     config = load_json(path)
     version = config.get("format_version")
     if not isinstance(version, int):
-        raise ValueError(f"{path} is not a spectral-prior config (no format_version)")
+        raise InvalidInputError(f"{path} is not a spectral-prior config (no format_version)")
     if version > FORMAT_VERSION:
-        raise ValueError(
+        raise InvalidInputError(
             f"{path} was written by spectral-prior {config.get('library_version', '?')} in format {version}; this "
             f"version ({__version__}) reads format {FORMAT_VERSION} at most: upgrade with pip install -U spectral-prior"
         )
     if kind is not None and config.get("kind") != kind:
-        raise ValueError(f"{path} holds a {config.get('kind')!r} checkpoint, expected a {kind!r} one")
+        raise InvalidInputError(f"{path} holds a {config.get('kind')!r} checkpoint, expected a {kind!r} one")
     return config
 
 
@@ -131,8 +132,8 @@ def load_saved_mask(checkpoint: str | Path, **hub_kwargs: Any) -> Tensor | None:
         return None
     mask_file = directory / entry["file"]
     if not mask_file.is_file():
-        raise FileNotFoundError(f"{directory} records a mask in {entry['file']}, but the file is missing")
+        raise MissingFileError(f"{directory} records a mask in {entry['file']}, but the file is missing")
     mask2d = load_tensors(mask_file)["mask"]
     if mask_sha256(mask2d) != entry["sha256"]:
-        raise ValueError(f"{mask_file} does not match the hash in its config.json: the file was changed or damaged")
+        raise InvalidInputError(f"{mask_file} does not match the hash in its config.json: the file was changed or damaged")
     return mask2d

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .errors import InvalidInputError
+
 
 def default_channel_axis(ndim: int) -> int:
     """Where the channels of a block output of ``ndim`` dims are: last for tokens [B, N, C], else dim 1."""
@@ -31,12 +33,12 @@ class SPIM(nn.Module):
         """Modulate ``x`` ([B, ..., C, ...], channels on ``channel_axis``) with ``prior`` [B, D]."""
         axis = channel_axis % x.dim()
         if x.dim() < 2 or x.shape[axis] != self.channels or axis == 0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"SPIM expects a feature map with {self.channels} channels on axis {channel_axis}, "
                 f"got shape {list(x.shape)}"
             )
         if prior.dim() != 2 or prior.shape[0] not in (1, x.shape[0]):
-            raise ValueError(f"the prior must have shape [{x.shape[0]}, {self.prior_dim}], got {list(prior.shape)}")
+            raise InvalidInputError(f"the prior must have shape [{x.shape[0]}, {self.prior_dim}], got {list(prior.shape)}")
         scale, shift = self.proj(prior).to(x.dtype).chunk(2, dim=-1)
         broadcast = [prior.shape[0]] + [1] * (x.dim() - 1)
         broadcast[axis] = self.channels

@@ -40,6 +40,7 @@ from typing import Any
 from torch import nn
 
 from .adapters.registry import backbone_preset, create_backbone, list_backbones
+from .errors import InvalidInputError, MissingDependencyError
 from .hub import EMBEDDED_MODELS, PRETRAINED_DIR
 from .inject import INJECTOR_NAME, SpectralPriorInjector, inject_prior
 from .models import load_model
@@ -55,7 +56,7 @@ try:
         resolve_pretrained_cfg,
     )
 except ImportError as err:
-    raise ImportError(
+    raise MissingDependencyError(
         f"spectral_prior.timm_models needs timm ({err}): pip install 'spectral-prior[timm]', after installing the "
         "torchvision that matches your torch (on a CPU-only torch, from the same index as torch)"
     ) from err
@@ -150,13 +151,13 @@ def _weights_source(variant: str, cfg: PretrainedCfg, overlay: dict[str, Any]) -
         if chosen.get(key) is None:
             continue
         if key not in _LOADABLE:
-            raise ValueError(
+            raise InvalidInputError(
                 f"pretrained_cfg {key}= is not supported for {variant}: spectral-prior checkpoints are directories "
                 "or Hub repos, read by spectral_prior.load_model; give file='<directory or weights file>' or "
                 "hf_hub_id='owner/name' (timm's checkpoint_path= loads a plain state dict after creation)"
             )
         if key == "hf_hub_id" and chosen.get("hf_hub_filename"):
-            raise ValueError(
+            raise InvalidInputError(
                 f"pretrained_cfg hf_hub_filename= is not supported for {variant}: a spectral-prior checkpoint is a "
                 "whole repo (config.json, model.safetensors, backbone.safetensors); give hf_hub_id alone"
             )
@@ -185,9 +186,9 @@ def _loaded(backbone: str, with_prior: bool, location: str, cache_dir: Any) -> n
     model = load_model(location, backbone=backbone, **hub_kwargs)
     injected = isinstance(getattr(model, INJECTOR_NAME, None), SpectralPriorInjector)
     if injected and not with_prior:
-        raise ValueError(f"{location} holds {backbone} with a prior injected: create {backbone + SDP_SUFFIX!r}")
+        raise InvalidInputError(f"{location} holds {backbone} with a prior injected: create {backbone + SDP_SUFFIX!r}")
     if with_prior and not injected:
-        raise ValueError(
+        raise InvalidInputError(
             f"{location} holds a bare {backbone} without a prior: create {backbone!r} to load it, then inject a "
             "prior with spectral_prior.inject_prior"
         )
@@ -208,7 +209,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
         key, location = _weights_source(variant, cfg, overlay)
         given = sorted(kwargs) + (["prior_config"] if prior_config is not None else [])
         if given:
-            raise ValueError(f"{variant} with pretrained=True is built by its checkpoint; drop {', '.join(given)}")
+            raise InvalidInputError(f"{variant} with pretrained=True is built by its checkpoint; drop {', '.join(given)}")
         cfg = dataclasses.replace(cfg, **{name: None for name in _SOURCE_KEYS if name != key})
         build = partial(_loaded, backbone, with_prior, location, cache_dir)
     else:

@@ -34,14 +34,27 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import cassi
-from .adapters.registry import backbone_preset, backbone_schedule, create_backbone, list_backbones
+from .adapters.registry import (
+    backbone_preset,
+    backbone_schedule,
+    create_backbone,
+    list_backbones,
+)
 from .data import CAVE_SPLIT, CassiBatches, CubeFolder, ProceduralCubes, SceneTiles
-from .inject import INJECTOR_NAME, get_injector, inject_prior
-from .io import atomic_path, load_json, load_state_dict_strict, load_tensors, save_json, save_tensors
+from .errors import InvalidInputError
 from .evaluate import evaluate, mean_metrics, resolve_device
+from .inject import INJECTOR_NAME, get_injector, inject_prior
+from .io import (
+    atomic_path,
+    load_json,
+    load_state_dict_strict,
+    load_tensors,
+    save_json,
+    save_tensors,
+)
 from .models import load_model, save_backbone
-from .saved import save_mask
 from .prior import PriorConfig, SpectralDiffusionPrior
+from .saved import save_mask
 
 STAGES = ("baseline", "stage1", "stage2a", "stage2b")
 RUN_CONFIG_FILE = "train_config.json"
@@ -133,21 +146,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
-            raise ValueError(f"unknown stage {self.stage!r}; stages: {', '.join(STAGES)} (or 'all')")
+            raise InvalidInputError(f"unknown stage {self.stage!r}; stages: {', '.join(STAGES)} (or 'all')")
         if self.backbone not in list_backbones():
-            raise ValueError(f"unknown backbone {self.backbone!r}; known: {', '.join(list_backbones())}")
+            raise InvalidInputError(f"unknown backbone {self.backbone!r}; known: {', '.join(list_backbones())}")
         if self.stage in ("stage2a", "stage2b") and not self.init:
-            raise ValueError(f"{self.stage} starts from the previous stage's model: pass init= (e.g. RUN/{FINAL_DIR})")
+            raise InvalidInputError(f"{self.stage} starts from the previous stage's model: pass init= (e.g. RUN/{FINAL_DIR})")
         if self.schedule not in ("auto", "multistep", "cosine", "constant"):
-            raise ValueError(f"unknown schedule {self.schedule!r}; use auto, multistep, cosine or constant")
+            raise InvalidInputError(f"unknown schedule {self.schedule!r}; use auto, multistep, cosine or constant")
         for name in ("steps", "batch", "crop", "checkpoint_every", "val_scenes", "scenes", "scene_size", "mask_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.ema < 1:
-            raise ValueError(f"ema is a decay in [0, 1), got {self.ema}")
+            raise InvalidInputError(f"ema is a decay in [0, 1), got {self.ema}")
         unknown = set(self.prior) - {f.name for f in fields(PriorConfig)}
         if unknown:
-            raise ValueError(f"unknown prior fields {sorted(unknown)}; PriorConfig has {[f.name for f in fields(PriorConfig)]}")
+            raise InvalidInputError(f"unknown prior fields {sorted(unknown)}; PriorConfig has {[f.name for f in fields(PriorConfig)]}")
 
 
 # -- processes ---------------------------------------------------------------------------------------------------
@@ -238,7 +251,7 @@ def _build_model(config: TrainConfig) -> nn.Module:
     model = load_model(config.init, backbone=config.backbone) if config.init else create_backbone(config.backbone)
     injected = hasattr(model, INJECTOR_NAME)
     if config.stage == "baseline" and injected:
-        raise ValueError(f"baseline trains a bare backbone, but init={config.init} holds an injected model")
+        raise InvalidInputError(f"baseline trains a bare backbone, but init={config.init} holds an injected model")
     if config.stage == "stage1" and not injected:
         preset = backbone_preset(config.backbone)
         prior = SpectralDiffusionPrior(PriorConfig(**config.prior))
@@ -246,7 +259,7 @@ def _build_model(config: TrainConfig) -> nn.Module:
         inject_prior(model, config.layers or preset.name, prior=prior, condition=preset.condition, example_inputs=example)
     if config.stage in ("stage2a", "stage2b"):
         if not injected or not isinstance(get_injector(model).prior, SpectralDiffusionPrior):
-            raise ValueError(f"{config.stage} continues a stage-1 run, but init={config.init} holds no trained prior")
+            raise InvalidInputError(f"{config.stage} continues a stage-1 run, but init={config.init} holds no trained prior")
     return model.train()
 
 
@@ -379,7 +392,7 @@ def latest_checkpoint(output: str | Path) -> Optional[Path]:
         return None
     folder = root / load_json(pointer)["folder"]
     if not folder.is_dir():
-        raise ValueError(f"{pointer} names {folder.name}, which is missing: the run folder was changed by hand")
+        raise InvalidInputError(f"{pointer} names {folder.name}, which is missing: the run folder was changed by hand")
     return folder
 
 
@@ -479,7 +492,7 @@ class Trainer:
             return
         if not self.resume:
             if latest_checkpoint(self.output) is not None:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{self.output} already holds a run: pass --resume to continue it, or choose another --output"
                 )
             return
@@ -490,7 +503,7 @@ class Trainer:
         )
         if changed:
             details = ", ".join(f"{name}: {saved.get(name)!r} -> {getattr(self.config, name)!r}" for name in changed)
-            raise ValueError(f"cannot resume {self.output} with different settings ({details})")
+            raise InvalidInputError(f"cannot resume {self.output} with different settings ({details})")
 
     def _stage_network(self) -> nn.Module:
         return _PriorDistillation(get_injector(self.model)) if self.config.stage == "stage2a" else self.model
@@ -759,14 +772,14 @@ def config_from_arguments(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         output = Path(given.get("output", TrainConfig.output))
         saved = _saved_run(output)
         if saved is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"nothing to resume in {output}: it holds no run ({RUN_CONFIG_FILE} not found there nor in "
                 f"{output / 'stage1'}); start the run without --resume"
             )
         saved_all, base = saved
         if "stage" in given and stage_all != saved_all:
             found = "a --stage all run" if saved_all else f"a {base['stage']} run"
-            raise ValueError(f"{output} holds {found}, not a --stage {given['stage']} one: drop --stage to resume it")
+            raise InvalidInputError(f"{output} holds {found}, not a --stage {given['stage']} one: drop --stage to resume it")
         stage_all = saved_all
         base.pop("output", None)
         given = {**base, **given}

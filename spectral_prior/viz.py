@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .data import CASSI_WAVELENGTHS, Wavelengths
+from .errors import InvalidInputError, MissingDependencyError
 from .io import atomic_path
 
 __all__ = ["cube_to_srgb", "save_comparison_figure", "save_preview", "require_matplotlib"]
@@ -87,17 +88,17 @@ def cube_to_srgb(cube: Tensor, wavelengths: Wavelengths = CASSI_WAVELENGTHS, *, 
     if not isinstance(cube, Tensor):
         raise TypeError(f"cube must be a torch.Tensor, got {type(cube).__name__}")
     if cube.dim() not in (3, 4):
-        raise ValueError(f"cube must have shape [C, H, W] or [B, C, H, W], got {list(cube.shape)}")
+        raise InvalidInputError(f"cube must have shape [C, H, W] or [B, C, H, W], got {list(cube.shape)}")
     nm = torch.as_tensor(np.asarray(wavelengths, dtype=np.float64)).flatten()
     bands = cube.shape[-3]
     if nm.numel() != bands:
-        raise ValueError(
+        raise InvalidInputError(
             f"the cube has {bands} bands but {nm.numel()} wavelengths were given; pass wavelengths= (nm, one per band)"
         )
     if bool((nm[1:] <= nm[:-1]).any()):
-        raise ValueError("wavelengths must be strictly increasing (one band centre in nm per band)")
+        raise InvalidInputError("wavelengths must be strictly increasing (one band centre in nm per band)")
     if not white > 0:
-        raise ValueError(f"white must be positive, got {white}")
+        raise InvalidInputError(f"white must be positive, got {white}")
     to_xyz = _spectrum_to_xyz(nm)
     to_rgb = torch.tensor(_XYZ_TO_LINEAR_SRGB, dtype=torch.float64) @ to_xyz  # [3, C]
     spectra = cube.detach().to(device="cpu", dtype=torch.float64) / white
@@ -114,7 +115,7 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "drawing figures needs matplotlib: pip install spectral-prior[viz] (or pip install matplotlib)"
         ) from err
 
@@ -126,7 +127,7 @@ def _as_cube(cube: Tensor, name: str) -> Tensor:
     if cube.dim() == 4 and cube.shape[0] == 1:
         cube = cube[0]
     if cube.dim() != 3:
-        raise ValueError(f"{name} must be one cube [C, H, W], got shape {list(cube.shape)}")
+        raise InvalidInputError(f"{name} must be one cube [C, H, W], got shape {list(cube.shape)}")
     return cube.detach().to(device="cpu", dtype=torch.float32)
 
 
@@ -147,9 +148,9 @@ def _resolve_points(points: Optional[Sequence[Point]], height: int, width: int) 
     resolved = [(int(row), int(col)) for row, col in points]
     for row, col in resolved:
         if not (0 <= row < height and 0 <= col < width):
-            raise ValueError(f"point (row={row}, col={col}) lies outside the {height}x{width} image")
+            raise InvalidInputError(f"point (row={row}, col={col}) lies outside the {height}x{width} image")
     if not resolved:
-        raise ValueError("points must hold at least one (row, column) pixel, or be None for the default ones")
+        raise InvalidInputError("points must hold at least one (row, column) pixel, or be None for the default ones")
     return resolved
 
 
@@ -187,7 +188,7 @@ def figure_format(path: str | os.PathLike) -> str:
     """The format a figure path's suffix names (:data:`FIGURE_FORMATS`); ValueError for any other suffix."""
     suffix = Path(path).suffix.lower()
     if suffix not in FIGURE_FORMATS:
-        raise ValueError(f"cannot write a figure as {Path(path).name!r}: use one of {', '.join(FIGURE_FORMATS)}")
+        raise InvalidInputError(f"cannot write a figure as {Path(path).name!r}: use one of {', '.join(FIGURE_FORMATS)}")
     return FIGURE_FORMATS[suffix]
 
 
@@ -216,11 +217,11 @@ def save_comparison_figure(
 
     gt = _as_cube(gt, "gt")
     if not reconstructions:
-        raise ValueError("reconstructions must hold at least one cube (name -> [C, H, W])")
+        raise InvalidInputError("reconstructions must hold at least one cube (name -> [C, H, W])")
     cubes = {name: _as_cube(cube, f"reconstruction {name!r}") for name, cube in reconstructions.items()}
     for name, cube in cubes.items():
         if cube.shape != gt.shape:
-            raise ValueError(f"reconstruction {name!r} has shape {list(cube.shape)}, the ground truth {list(gt.shape)}")
+            raise InvalidInputError(f"reconstruction {name!r} has shape {list(cube.shape)}, the ground truth {list(gt.shape)}")
     pixels = _resolve_points(points, *gt.shape[-2:])
     white = _auto_white(gt)
     errors = {name: (cube - gt).abs().mean(dim=0).numpy() for name, cube in cubes.items()}

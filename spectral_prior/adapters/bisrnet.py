@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..errors import InvalidInputError
 from .binary import binary_sign, binary_weight
 from .channelwise import add_channel_bias, channel_affine, prelu
 from .layers import PreNorm, check_cube, check_shape
@@ -275,7 +276,7 @@ class BiSRNet(nn.Module):
         """y: the 'H' input [B, 28, H, W]; Phi: mask3d [B or 1, 28, H, W]. Returns [B, 28, H, W]."""
         check_cube(y, name="BiSRNet input y", bands=self.bands, multiple=1)
         if Phi is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "BiSRNet needs the mask Phi = mask3d [B, 28, H, W] (the 'Mask' setting); build it with "
                 "spectral_prior.cassi.mask3d(mask) or spectral_prior.cassi.simulate(..., mask_setting='Mask')"
             )

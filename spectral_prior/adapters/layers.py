@@ -6,6 +6,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import InvalidInputError
+
 
 class PreNorm(nn.Module):
     """LayerNorm over the last (channel) axis, then ``fn``; the MST toolbox's pre-norm wrapper."""
@@ -24,10 +26,10 @@ def check_cube(x: Tensor, *, name: str, bands: int, multiple: int) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != bands:
-        raise ValueError(f"{name} must have shape [B, {bands}, H, W], got {list(x.shape)}")
+        raise InvalidInputError(f"{name} must have shape [B, {bands}, H, W], got {list(x.shape)}")
     height, width = x.shape[-2:]
     if height % multiple or width % multiple:
-        raise ValueError(
+        raise InvalidInputError(
             f"{name} height and width must be divisible by {multiple}, got {height}x{width}; "
             f"crop or pad the scene to a multiple of {multiple}"
         )
@@ -41,7 +43,7 @@ def check_finite(x: Tensor, *, name: str) -> None:
     a traced graph cannot hold (an exported program is checked by its caller).
     """
     if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or Inf values")
+        raise InvalidInputError(f"{name} contains NaN or Inf values")
 
 
 def check_shape(x: Tensor, *, name: str, expected: Sequence[int], hint: str = "") -> None:
@@ -53,4 +55,4 @@ def check_shape(x: Tensor, *, name: str, expected: Sequence[int], hint: str = ""
     if not batch_ok or shape[1:] != list(expected[1:]):
         batch = expected[0] if expected[0] == 1 else f"1 or {expected[0]}"
         want = [batch, *expected[1:]]
-        raise ValueError(f"{name} must have shape [{', '.join(map(str, want))}], got {shape}. {hint}".rstrip())
+        raise InvalidInputError(f"{name} must have shape [{', '.join(map(str, want))}], got {shape}. {hint}".rstrip())

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..errors import InvalidInputError
 from .layers import PreNorm, check_cube, check_shape
 
 BANDS = 28
@@ -183,7 +184,7 @@ class MST(nn.Module):
     def __init__(self, dim: int = 28, stage: int = 2, num_blocks: Sequence[int] = (2, 2, 2)) -> None:
         super().__init__()
         if len(num_blocks) != stage + 1:
-            raise ValueError(f"num_blocks needs stage + 1 = {stage + 1} entries, got {list(num_blocks)}")
+            raise InvalidInputError(f"num_blocks needs stage + 1 = {stage + 1} entries, got {list(num_blocks)}")
         self.dim = dim
         self.stage = stage
 
@@ -232,7 +233,7 @@ class MST(nn.Module):
         """x: the 'H' input [B, 28, H, W]; mask: the 'Phi' mask [B or 1, 28, H, W + 54]. Returns [B, 28, H, W]."""
         check_cube(x, name="MST input x", bands=BANDS, multiple=2**self.stage)
         if mask is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "MST needs the shifted mask Phi [B, 28, H, W + 54]; build it with "
                 "spectral_prior.cassi.mask_input(mask3d, 'Phi') or spectral_prior.cassi.simulate(...)"
             )

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..errors import InvalidInputError
 from .layers import PreNorm, check_cube, check_shape
 from .mst import FeedForward, SpectralMSA
 
@@ -78,7 +79,7 @@ class SST(nn.Module):
     def __init__(self, dim: int = 28, num_blocks: Sequence[int] = (1, 1, 1)) -> None:
         super().__init__()
         if len(num_blocks) != SST_LEVELS + 1:
-            raise ValueError(f"num_blocks needs {SST_LEVELS + 1} entries (levels, bottleneck), got {list(num_blocks)}")
+            raise InvalidInputError(f"num_blocks needs {SST_LEVELS + 1} entries (levels, bottleneck), got {list(num_blocks)}")
         self.embedding = nn.Conv2d(dim, dim, 3, 1, 1, bias=False)
 
         self.encoder_layers = nn.ModuleList()
@@ -151,7 +152,7 @@ class MSTPlusPlus(nn.Module):
     ) -> None:
         super().__init__()
         if out_channels != n_feat:
-            raise ValueError(
+            raise InvalidInputError(
                 f"out_channels={out_channels} must equal n_feat={n_feat}: MST++ adds the conv_in features to its output"
             )
         self.bands = in_channels
@@ -176,12 +177,12 @@ class MSTPlusPlus(nn.Module):
         check_cube(y, name="MST++ input y", bands=self.bands, multiple=1)
         batch, _, height, width = y.shape
         if min(height, width) < MIN_SIZE:
-            raise ValueError(
+            raise InvalidInputError(
                 f"MST++ input y height and width must be at least {MIN_SIZE} (they are reflect-padded to a multiple "
                 f"of {PAD_MULTIPLE}), got {height}x{width}"
             )
         if Phi is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"MST++ needs the mask Phi = mask3d [B, {self.bands}, H, W] (the 'Mask' setting); build it with "
                 "spectral_prior.cassi.mask3d(mask) or spectral_prior.cassi.simulate(..., mask_setting='Mask')"
             )

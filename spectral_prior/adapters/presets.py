@@ -7,6 +7,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from ..errors import InvalidInputError, UnknownNameError
+
 Condition = Callable[[tuple, dict], Tensor]
 """Maps a model's forward ``(args, kwargs)`` to the prior's input."""
 
@@ -19,7 +21,7 @@ def first_argument(name: str) -> Condition:
             return args[0]
         if name in kwargs:
             return kwargs[name]
-        raise ValueError(f"the model was called without its input {name!r}: nothing to compute the prior from")
+        raise InvalidInputError(f"the model was called without its input {name!r}: nothing to compute the prior from")
 
     return condition
 
@@ -88,4 +90,4 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise KeyError(f"no preset {name!r}; known presets: {sorted(PRESETS)}") from None
+        raise UnknownNameError(f"no preset {name!r}; known presets: {sorted(PRESETS)}") from None

@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..errors import InvalidInputError, UnknownNameError
 from .bisrnet import bisrnet
 from .mst import mst_l, mst_m, mst_s
 from .mst_plus_plus import mst_plus_plus
@@ -30,7 +31,7 @@ def register_backbone(name: str, build: Callable[..., nn.Module], preset: str, *
     """Make ``create_backbone(name)`` build ``build()``, injected and trained with the preset ``preset``."""
     get_preset(preset)  # fails early on an unknown preset
     if schedule not in ("multistep", "cosine"):
-        raise ValueError(f"schedule must be 'multistep' or 'cosine', got {schedule!r}")
+        raise InvalidInputError(f"schedule must be 'multistep' or 'cosine', got {schedule!r}")
     BACKBONES[name] = BackboneEntry(name=name, build=build, preset=preset, schedule=schedule)
 
 
@@ -38,7 +39,7 @@ def _entry(name: str) -> BackboneEntry:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise KeyError(f"no backbone {name!r}; known backbones: {sorted(BACKBONES)}") from None
+        raise UnknownNameError(f"no backbone {name!r}; known backbones: {sorted(BACKBONES)}") from None
 
 
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:
