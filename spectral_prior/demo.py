@@ -21,14 +21,10 @@ from torch import Tensor, nn
 
 from . import cassi, metrics
 from .adapters.registry import backbone_preset
+from .commands import add_mask_key_argument, load_model_and_backbone
 from .data import read_cube, to_cassi_bands
 from .errors import InvalidInputError
-from .evaluate import (
-    add_mask_key_argument,
-    center_crop,
-    load_model_and_backbone,
-    size_multiple,
-)
+from .evaluate import center_crop, size_multiple
 from .hub import PRETRAINED_DIR
 from .models import resolve_model_mask
 

@@ -25,9 +25,7 @@ from torch import Tensor, nn
 
 from . import cassi
 from .adapters.registry import backbone_preset
-from .data import CASSI_WAVELENGTHS
-from .errors import InvalidInputError, MissingFileError, UnknownNameError
-from .evaluate import (
+from .commands import (
     add_mask_key_argument,
     add_model_arguments,
     check_output_folder,
@@ -35,6 +33,8 @@ from .evaluate import (
     require_trained_weights,
     resolve_device,
 )
+from .data import CASSI_WAVELENGTHS
+from .errors import InvalidInputError, MissingFileError, UnknownNameError
 from .io import atomic_path, save_tensors
 from .models import resolve_model_mask
 from .viz import require_matplotlib, save_preview

@@ -40,9 +40,10 @@ from .adapters.registry import (
     create_backbone,
     list_backbones,
 )
+from .commands import resolve_device
 from .data import CAVE_SPLIT, CassiBatches, CubeFolder, ProceduralCubes, SceneTiles
 from .errors import InvalidInputError
-from .evaluate import evaluate, mean_metrics, resolve_device
+from .evaluate import evaluate, mean_metrics
 from .inject import INJECTOR_NAME, get_injector, inject_prior
 from .io import (
     atomic_path,
