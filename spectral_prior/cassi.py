@@ -17,11 +17,11 @@ from torch import Tensor
 
 from .errors import (
     InvalidInputError,
-    MissingDependencyError,
     MissingFileError,
     UnknownNameError,
 )
 from .io import load_tensors
+from .matfile import Shapes, read_mat
 
 __all__ = [
     "BANDS",
@@ -143,43 +143,25 @@ def shift_back(y: Tensor, nC: int = BANDS, step: int = STEP) -> Tensor:
 
 
 def _read_mat(path: Path, key: str | None) -> np.ndarray:
-    import scipy.io
-
-    try:
-        contents = scipy.io.loadmat(str(path))
-    except NotImplementedError:  # MATLAB v7.3: an HDF5 file
-        return _read_mat_v73(path, key)
-    variables = {k: v for k, v in contents.items() if not k.startswith("__")}
-    return _pick_variable(variables, key, path)
-
-
-def _read_mat_v73(path: Path, key: str | None) -> np.ndarray:
-    try:
-        import h5py
-    except ImportError as err:
-        raise MissingDependencyError(f"{path} is a MATLAB v7.3 file; reading it needs h5py (pip install h5py)") from err
-    with h5py.File(path, "r") as f:
-        datasets = {k: v for k, v in f.items() if isinstance(v, h5py.Dataset)}
-        data = _pick_variable(datasets, key, path)[()]
-    return np.asarray(data).T  # HDF5 stores MATLAB's column-major arrays with the axes reversed
+    return read_mat(path, lambda shapes: _pick_variable(shapes, key, path))[1]
 
 
 MASK_KEYS = ("mask", "Mask", "mask2d")
 """Variable names :func:`load_mask` takes as a coded aperture when no ``key`` is given."""
 
 
-def _pick_variable(variables: dict, key: str | None, path: Path):
+def _pick_variable(shapes: Shapes, key: str | None, path: Path) -> str:
     if key is None:
-        key = next((name for name in MASK_KEYS if name in variables), None)
+        key = next((name for name in MASK_KEYS if name in shapes), None)
         if key is None:
-            shapes = ", ".join(f"{name} {list(np.shape(value))}" for name, value in sorted(variables.items()))
+            listed = ", ".join(f"{name} {list(shape)}" for name, shape in sorted(shapes.items()))
             raise InvalidInputError(
-                f"{path} holds no variable named as a mask (one of {list(MASK_KEYS)}); its variables: {shapes}. If "
+                f"{path} holds no variable named as a mask (one of {list(MASK_KEYS)}); its variables: {listed}. If "
                 "one of them is the coded aperture, name it with key= (the CLI's --mask-key)"
             )
-    if key not in variables:
-        raise UnknownNameError(f"no variable {key!r} in {path}; available variables: {sorted(variables)}")
-    return variables[key]
+    if key not in shapes:
+        raise UnknownNameError(f"no variable {key!r} in {path}; available variables: {sorted(shapes)}")
+    return key
 
 
 def _read_safetensors(path: Path, key: str) -> np.ndarray:

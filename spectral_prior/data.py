@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from . import cassi
 from .errors import InvalidInputError, MissingDependencyError, MissingFileError
+from .matfile import Shapes, UnreadableMatFileError, read_mat
 
 __all__ = [
     "CAVE_WAVELENGTHS",
@@ -70,8 +71,6 @@ _MAT_KEYS = ("img_expand", "img", "Omsi")  # MST toolbox train scenes, test scen
 _CAVE_KEY = "Omsi"
 _INT_SCALE = 65536.0  # the toolbox divides integer scenes by 2**16
 _LAYOUTS = ("CHW", "HWC")
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_MATLAB_HEADER = 512  # a v7.3 MAT-file is an HDF5 file behind a 512-byte user block
 _BAND_PNG = re.compile(r"(\d+)\.png$", re.IGNORECASE)
 
 
@@ -199,57 +198,27 @@ def _read_safetensors(path: Path, key: Optional[str]) -> _Raw:
 
 
 def _read_mat(path: Path, key: Optional[str]) -> _Raw:
-    import scipy.io
-
-    if _is_hdf5(path):  # MATLAB v7.3
-        return _read_mat_v73(path, key)
     try:
-        variables = {k: v for k, v in scipy.io.loadmat(str(path)).items() if not k.startswith("__")}
-    except Exception as err:  # scipy raises many types on damaged files: MatReadError, ValueError, zlib.error, ...
-        raise _damaged(path, "a MATLAB file", err) from err
-    name = _pick_key(variables, key, path)
-    return _Raw(np.asarray(variables[name]), "HWC", cave=name == _CAVE_KEY)
-
-
-def _is_hdf5(path: Path) -> bool:
-    """HDF5 signature at the start of the file or after MATLAB's 512-byte header."""
-    with open(path, "rb") as f:
-        head = f.read(_MATLAB_HEADER + len(_HDF5_SIGNATURE))
-    return _HDF5_SIGNATURE in (head[: len(_HDF5_SIGNATURE)], head[_MATLAB_HEADER:])
-
-
-def _read_mat_v73(path: Path, key: Optional[str]) -> _Raw:
-    try:
-        import h5py
-    except ImportError as err:
-        raise MissingDependencyError(f"{path} is a MATLAB v7.3 file; reading it needs h5py (pip install h5py)") from err
-    try:
-        with h5py.File(path, "r") as f:
-            variables = {k: v for k, v in f.items() if isinstance(v, h5py.Dataset)}
-            name = _pick_key(variables, key, path)
-            array = np.asarray(variables[name][()])
-    except CubeReadError:
-        raise
-    except (OSError, KeyError, ValueError, RuntimeError) as err:
-        raise _damaged(path, "a MATLAB v7.3 (HDF5) file", err) from err
-    # HDF5 keeps MATLAB's column-major data, so its axes come out reversed: C x W x H for an H x W x C cube.
-    return _Raw(array.transpose(), "HWC", cave=name == _CAVE_KEY)
+        name, array = read_mat(path, lambda shapes: _pick_key(shapes, key, path))
+    except UnreadableMatFileError as err:
+        raise CubeReadError(str(err)) from err
+    return _Raw(array, "HWC", cave=name == _CAVE_KEY)
 
 
 def _damaged(path: Path, kind: str, err: BaseException) -> CubeReadError:
     return CubeReadError(f"cannot read {path} as {kind} (corrupted or truncated?): {type(err).__name__}: {err}")
 
 
-def _pick_key(variables: Dict[str, Any], key: Optional[str], path: Path) -> str:
-    available = sorted(variables)
+def _pick_key(shapes: Shapes, key: Optional[str], path: Path) -> str:
+    available = sorted(shapes)
     if key is not None:
-        if key not in variables:
+        if key not in shapes:
             raise CubeReadError(f"{path} has no variable {key!r}; variables in the file: {available}")
         return key
     for name in _MAT_KEYS:
-        if name in variables:
+        if name in shapes:
             return name
-    cubes = [k for k in available if len(getattr(variables[k], "shape", ())) == 3]
+    cubes = [k for k in available if len(shapes[k]) == 3]
     if len(cubes) == 1:
         return cubes[0]
     raise CubeReadError(

@@ -36,6 +36,7 @@ from .commands import (
 from .data import CASSI_WAVELENGTHS
 from .errors import InvalidInputError, MissingFileError, UnknownNameError
 from .io import atomic_path, save_tensors
+from .matfile import Shapes, read_mat
 from .models import resolve_model_mask
 from .viz import require_matplotlib, save_preview
 
@@ -50,7 +51,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def read_measurement(path: PathLike, key: Optional[str] = None) -> Tensor:
-    """Read a 2-D measurement [H, W'] as float32 from a ``.mat`` file (MATLAB v5; variable ``key``, else
+    """Read a 2-D measurement [H, W'] as float32 from a ``.mat`` file (MATLAB v5 or v7.3; variable ``key``, else
     ``meas_real``, ``meas``, ``y`` or the file's only 2-D variable) or a ``.npy`` file."""
     path = Path(path)
     if not path.is_file():
@@ -68,22 +69,21 @@ def read_measurement(path: PathLike, key: Optional[str] = None) -> Tensor:
 
 
 def _read_mat_variable(path: Path, key: Optional[str]) -> np.ndarray:
-    try:
-        contents = scipy.io.loadmat(str(path))
-    except NotImplementedError as err:
-        raise InvalidInputError(f"{path} is a MATLAB v7.3 file: save it with -v7, or as .npy") from err
-    variables = {name: value for name, value in contents.items() if not name.startswith("__")}
+    return read_mat(path, lambda shapes: _pick_measurement(shapes, key, path))[1]
+
+
+def _pick_measurement(shapes: Shapes, key: Optional[str], path: Path) -> str:
     if key is not None:
-        if key not in variables:
-            raise UnknownNameError(f"no variable {key!r} in {path}; variables in the file: {sorted(variables)}")
-        return np.asarray(variables[key])
+        if key not in shapes:
+            raise UnknownNameError(f"no variable {key!r} in {path}; variables in the file: {sorted(shapes)}")
+        return key
     for name in MEASUREMENT_KEYS:
-        if name in variables:
-            return np.asarray(variables[name])
-    planes = [name for name, value in variables.items() if np.ndim(value) == 2]
+        if name in shapes:
+            return name
+    planes = [name for name, shape in shapes.items() if len(shape) == 2]
     if len(planes) != 1:
-        raise UnknownNameError(f"{path}: cannot tell which variable is the measurement; pass --key, one of {sorted(variables)}")
-    return np.asarray(variables[planes[0]])
+        raise UnknownNameError(f"{path}: cannot tell which variable is the measurement; pass --key, one of {sorted(shapes)}")
+    return planes[0]
 
 
 def _check_geometry(measurement: Tensor, mask2d: Tensor, bands: int, step: int) -> None:

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from matlab_files import write_mat_v73
 
 from spectral_prior.cassi import (
     BANDS,
@@ -162,20 +163,9 @@ def test_a_measurement_or_a_scene_is_not_taken_for_a_mask(shared_data, tmp_path)
         load_mask(np.array([[0.0, 2.0]], dtype=np.float32))
 
 
-def _write_mat_v73(path, variables):
-    """A MATLAB v7.3 file: HDF5 behind a 512-byte MAT header, arrays stored with their axes reversed."""
-    h5py = pytest.importorskip("h5py")
-    with h5py.File(path, "w", userblock_size=512) as f:
-        for name, array in variables.items():
-            f[name] = array.T
-    header = b"MATLAB 7.3 MAT-file".ljust(116) + b"\0" * 8 + b"\x00\x02IM"
-    with open(path, "r+b") as f:
-        f.write(header.ljust(512, b"\0"))
-
-
 def test_load_mask_reads_matlab_v73(tmp_path):
     array = np.random.rand(4, 6).astype(np.float32)  # not square: a missing transpose would show
-    _write_mat_v73(tmp_path / "v73.mat", {"mask": array, "other": array[:2]})
+    write_mat_v73(tmp_path / "v73.mat", {"mask": array, "other": array[:2]})
     torch.testing.assert_close(load_mask(tmp_path / "v73.mat"), torch.from_numpy(array))
     with pytest.raises(KeyError, match=r"available variables: \['mask', 'other'\]"):
         load_mask(tmp_path / "v73.mat", key="nope")

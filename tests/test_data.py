@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import scipy.io
 import torch
+from matlab_files import write_mat_v73
 from safetensors.numpy import save_file
 
 from spectral_prior import cassi
@@ -31,15 +31,6 @@ def _hwc(height: int = 6, width: int = 5, bands: int = 4, seed: int = 0) -> np.n
 
 def _chw(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-
-
-def _write_mat_v73(path: Path, name: str, hwc: np.ndarray) -> None:
-    """A MAT-file as MATLAB v7.3 writes it: a 512-byte header, then HDF5 holding the axes reversed."""
-    with h5py.File(path, "w", userblock_size=512) as f:
-        f.create_dataset(name, data=hwc.T)  # MATLAB's column-major H x W x C reads back as C x W x H
-    header = b"MATLAB 7.3 MAT-file, written by a test".ljust(116) + b"\0" * 8 + b"\x00\x02IM"
-    with open(path, "r+b") as f:
-        f.write(header)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -71,14 +62,14 @@ def test_mat_v5_explicit_key_and_single_3d_variable(tmp_path):
 
 def test_mat_v73_axes_are_restored(tmp_path):
     hwc = _hwc(height=7, width=5, bands=3)
-    _write_mat_v73(tmp_path / "v73.mat", "img", hwc)
+    write_mat_v73(tmp_path / "v73.mat", {"img": hwc})
     cube = read_cube(tmp_path / "v73.mat")
     torch.testing.assert_close(cube.data, _chw(hwc))
 
 
 def test_mat_v73_cave_key_gets_cave_wavelengths(tmp_path):
     raw = np.random.default_rng(2).integers(0, 65535, (4, 3, 31)).astype(np.uint16)
-    _write_mat_v73(tmp_path / "cave.mat", "Omsi", raw)
+    write_mat_v73(tmp_path / "cave.mat", {"Omsi": raw})
     cube = read_cube(tmp_path / "cave.mat")
     torch.testing.assert_close(cube.data, _chw(raw.astype(np.float32) / 65536))
     assert torch.equal(cube.wavelengths, CAVE_WAVELENGTHS)
@@ -104,7 +95,7 @@ def test_corrupted_mat_names_the_file(tmp_path, damage):
 
 
 def test_truncated_v73_and_npy_and_safetensors_name_the_file(tmp_path):
-    _write_mat_v73(tmp_path / "v73.mat", "img", _hwc(20, 20, 8))
+    write_mat_v73(tmp_path / "v73.mat", {"img": _hwc(20, 20, 8)})
     np.save(tmp_path / "c.npy", _hwc(20, 20, 8))
     save_file({"cube": _hwc(8, 20, 20)}, str(tmp_path / "c.safetensors"))
     for name in ("v73.mat", "c.npy", "c.safetensors"):
