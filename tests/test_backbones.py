@@ -89,6 +89,10 @@ def test_official_bisrnet_output_equals_toolbox(official_bisrnet, real_mask):
     torch.rand(3, 28, 256, 256, generator=generator)  # the MST inputs drawn first when the fixture was made
     y = torch.rand(1, 28, 256, 256, generator=generator)
     out = official_bisrnet(y, real_mask.expand(1, 28, 256, 256))
+    # The plain sign() of our inference path is not the toolbox's sign(x) - tanh + tanh, which differs from sign(x)
+    # by float rounding; sign() downstream amplifies that on a few near-zero activations. The bar: 45 dB.
+    error = (out[:, :, ::8, ::8] - reference["bisrnet_out_sub"]).square().mean()
+    assert 10 * torch.log10(1.0 / error) > 45
     torch.testing.assert_close(out[:, :, ::8, ::8], reference["bisrnet_out_sub"], **BISRNET_TOLERANCE)
     torch.testing.assert_close(out.mean(dim=(0, 2, 3)), reference["bisrnet_out_band_mean"], **BISRNET_TOLERANCE)
     # A size that is not a multiple of 8 goes through the reflect padding.

@@ -164,3 +164,19 @@ def test_channelwise_functions_have_autograds_gradients(channels_last):
         assert torch.equal(out, ref_out)
         for grad, ref_grad in zip(grads, ref_grads):
             torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_redistributed_sign_gradient_is_the_toolboxs_redistribution_then_activation():
+    from spectral_prior.adapters.binary import RedistributedSign
+
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, 5, 4, generator=generator).contiguous(memory_format=torch.channels_last)
+    scale = torch.rand(1, 6, 1, 1, generator=generator) + 0.5
+    shift = torch.randn(1, 6, 1, 1, generator=generator) * 0.1
+    beta, upstream = torch.tensor([1.3]), torch.randn(2, 6, 5, 4, generator=generator)
+    ours, grads = gradients(RedistributedSign.apply, x, scale, shift, beta, upstream=upstream)
+    reference, ref_grads = gradients(lambda a, k, b, s: toolbox_activation(a * k + b, s), x, scale, shift, beta,
+                                     upstream=upstream)
+    torch.testing.assert_close(ours, reference)
+    for grad, ref_grad in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5)

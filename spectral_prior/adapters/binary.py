@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .channelwise import channel_sum
+
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
     """``(a * b).sum()`` in one pass: both flattened in ``b``'s memory order, a view for ``b`` (and for ``a`` when
@@ -55,6 +57,41 @@ class ScaledSignWithClampGradient(torch.autograd.Function):
         (weight,) = ctx.saved_tensors
         inside = (weight >= -1) & (weight <= 1)  # where clamp passes its gradient, bounds included as in torch
         return grad * inside, None
+
+
+class RedistributedSign(torch.autograd.Function):
+    """``sign(x * scale + shift)`` forward; backward, the gradient of ``tanh(beta * (x * scale + shift))``.
+
+    BiSRNet's redistribution and binary activation in one function: the gradient reaches ``x``, the per-channel
+    ``scale`` and ``shift`` and ``beta`` without the intermediate gradient ever being written out.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, shift: Tensor, beta: Tensor) -> Tensor:
+        shifted = (x * scale).add_(shift)
+        ctx.save_for_backward(x, shifted, scale, beta)
+        return torch.sign(shifted)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, shifted, scale, beta = ctx.saved_tensors
+        needs_x, needs_scale, needs_shift, needs_beta = ctx.needs_input_grad
+        # grad * (1 - tanh^2): the gradient with respect to shifted is this times beta, folded into each use below.
+        surrogate = (shifted * beta).tanh_()
+        torch.ops.aten.tanh_backward.grad_input(grad, surrogate, grad_input=surrogate)
+        grad_beta = _dot(surrogate, shifted).reshape(beta.shape) if needs_beta else None
+        grad_shift = channel_sum(surrogate).mul_(beta) if needs_shift else None
+        grad_scale = channel_sum(surrogate * x).mul_(beta) if needs_scale else None
+        grad_x = surrogate.mul_(scale * beta) if needs_x else None
+        return grad_x, grad_scale, grad_shift, grad_beta
+
+
+def redistributed_sign(x: Tensor, scale: Tensor, shift: Tensor, beta: Tensor) -> Tensor:
+    """``sign(x * scale + shift)`` with BiSRNet's straight-through gradient when one is wanted."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, scale, shift, beta)):
+        return RedistributedSign.apply(x, scale, shift, beta)
+    return torch.sign((x * scale).add_(shift))
 
 
 def binary_sign(x: Tensor, beta: Tensor) -> Tensor:

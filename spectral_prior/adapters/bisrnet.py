@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..errors import InvalidInputError
-from .binary import binary_sign, binary_weight
+from .binary import binary_sign, binary_weight, redistributed_sign
 from .channelwise import add_channel_bias, channel_affine, prelu
 from .layers import PreNorm, check_cube, check_shape
 
@@ -60,7 +60,11 @@ class RPReLU(nn.Module):
         self.pr_bias1 = LearnableBias(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pr_bias1(prelu(self.pr_bias0(x), self.pr_prelu.weight))
+        return self.after_first_shift(self.pr_bias0(x))
+
+    def after_first_shift(self, x: Tensor) -> Tensor:
+        """The rest of the RPReLU, for an ``x`` that already carries ``pr_bias0`` (added by a convolution's bias)."""
+        return self.pr_bias1(prelu(x, self.pr_prelu.weight))
 
 
 class SpectralBinaryActivation(nn.Module):
@@ -99,8 +103,12 @@ class HardBinaryConv(nn.Conv2d):
                 self._cached_weight = (key, binary_weight(weight))
         return self._cached_weight[1]
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self._binary_weight(), self.bias, stride=self.stride, padding=self.padding, groups=self.groups)
+    def forward(self, x: Tensor, shift: Tensor | None = None) -> Tensor:
+        """The binary convolution of ``x``, plus the per-channel ``shift`` [1, C, 1, 1] if given (as its bias)."""
+        bias = self.bias
+        if shift is not None:
+            bias = shift.view(-1) if bias is None else bias + shift.view(-1)
+        return F.conv2d(x, self._binary_weight(), bias, stride=self.stride, padding=self.padding, groups=self.groups)
 
 
 class BinaryConv2d(nn.Module):
@@ -118,8 +126,11 @@ class BinaryConv2d(nn.Module):
         self.relu = RPReLU(channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.binary_conv(self.binary_activation(self.move0(x)))
-        return self.relu(out).add_(x)
+        # The same arithmetic as move0 -> binary_activation -> binary_conv -> relu, in fewer passes over the
+        # features: redistribution and sign are one function, and the RPReLU's first shift is the conv's bias.
+        signs = redistributed_sign(x, self.move0.k, self.move0.b, self.binary_activation.beta)
+        out = self.binary_conv(signs, shift=self.relu.pr_bias0.bias)
+        return self.relu.after_first_shift(out).add_(x)
 
 
 class _BinaryPair(nn.Module):
