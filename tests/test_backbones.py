@@ -171,3 +171,19 @@ def test_checkpoint_of_another_architecture_is_rejected(shared_data, tmp_path):
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="expected a state dict"):
         load_toolbox_checkpoint(mst_s(), tmp_path / "list.pth")
+
+
+def test_the_in_place_inference_path_gives_the_same_output_and_respects_hooks():
+    model = mst_s().eval()
+    x, mask = torch.rand(1, 28, 16, 16), torch.rand(1, 28, 16, 70)
+    with torch.no_grad():
+        fast = model(x, mask)
+    recorded = model(x, mask)  # parameters require grad: the layers run one by one
+    torch.testing.assert_close(fast, recorded.detach(), rtol=0, atol=0)
+    calls = []
+    gelu = model.encoder_layers[0][0].blocks[0][1].fn.net[1]
+    handle = gelu.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    with torch.no_grad():
+        model(x, mask)
+    handle.remove()
+    assert calls, "a hook on a layer inside the feed-forward must still run"

@@ -145,7 +145,29 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # A permuted view both ways: the convolutions run channels-last, with no copy in or out.
-        return self.net(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = x.permute(0, 3, 1, 2)
+        if _in_place_allowed(x, self.net):
+            expand, _, depthwise, _, project = self.net
+            # Each GELU overwrites the fresh convolution output it reads: no new 4x-wide tensor per activation.
+            out = project(torch.ops.aten.gelu_(depthwise(torch.ops.aten.gelu_(expand(x)))))
+        else:
+            out = self.net(x)
+        return out.permute(0, 2, 3, 1)
+
+
+def _in_place_allowed(x: Tensor, module: nn.Module) -> bool:
+    """Whether ``module`` may be run by hand with in-place activations: no gradient is recorded, nothing traces the
+    model, and no hook (its own, its children's or a global one) expects its layers to be called."""
+    if torch.compiler.is_compiling() or _has_hooks(module):
+        return False
+    return not torch.is_grad_enabled() or not (x.requires_grad or any(p.requires_grad for p in module.parameters()))
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    hooks = nn.modules.module
+    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
 class MSAB(nn.Module):
