@@ -44,8 +44,11 @@ class MaskGuidedMechanism(nn.Module):
 
     def forward(self, mask_shift: Tensor, width: int) -> Tensor:
         mask_shift = self.conv1(mask_shift)
-        attention = torch.sigmoid(self.depth_conv(self.conv2(mask_shift)))
-        mask_shift = mask_shift * attention + mask_shift
+        attention = self.depth_conv(self.conv2(mask_shift))
+        if _records_nothing(mask_shift, self):  # in place on the fresh conv output: two tensors fewer
+            mask_shift = attention.sigmoid_().mul_(mask_shift).add_(mask_shift)
+        else:
+            mask_shift = mask_shift * torch.sigmoid(attention) + mask_shift
         return self._shift_back(mask_shift, width)
 
     def _shift_back(self, mask_shift: Tensor, width: int) -> Tensor:
@@ -155,12 +158,18 @@ class FeedForward(nn.Module):
         return out.permute(0, 2, 3, 1)
 
 
-def _in_place_allowed(x: Tensor, module: nn.Module) -> bool:
-    """Whether ``module`` may be run by hand with in-place activations: no gradient is recorded, nothing traces the
-    model, and no hook (its own, its children's or a global one) expects its layers to be called."""
-    if torch.compiler.is_compiling() or _has_hooks(module):
+def _records_nothing(x: Tensor, module: nn.Module) -> bool:
+    """Whether in-place arithmetic on ``module``'s intermediate tensors is safe: no gradient is recorded through
+    ``x`` or ``module``'s parameters, and nothing traces the model."""
+    if torch.compiler.is_compiling():
         return False
     return not torch.is_grad_enabled() or not (x.requires_grad or any(p.requires_grad for p in module.parameters()))
+
+
+def _in_place_allowed(x: Tensor, module: nn.Module) -> bool:
+    """Whether ``module`` may be run layer by layer with in-place activations: :func:`_records_nothing`, and no hook
+    (its own, its children's or a global one) expects its layers to be called as modules."""
+    return _records_nothing(x, module) and not _has_hooks(module)
 
 
 def _has_hooks(module: nn.Module) -> bool:
