@@ -157,6 +157,7 @@ def test_channelwise_functions_have_autograds_gradients(channels_last):
         (add_channel_bias, lambda a, b: a + b, (x, bias)),
         (channel_affine, lambda a, k, b: a * k + b, (x, scale, bias)),
         (prelu, torch.nn.functional.prelu, (x, slope)),
+        (lambda a, w, b: prelu(a, w, shift=b), lambda a, w, b: torch.nn.functional.prelu(a, w) + b, (x, slope, bias)),
     ]
     for ours, reference, inputs in cases:
         out, grads = gradients(ours, *inputs, upstream=upstream)

@@ -64,7 +64,7 @@ class RPReLU(nn.Module):
 
     def after_first_shift(self, x: Tensor) -> Tensor:
         """The rest of the RPReLU, for an ``x`` that already carries ``pr_bias0`` (added by a convolution's bias)."""
-        return self.pr_bias1(prelu(x, self.pr_prelu.weight))
+        return prelu(x, self.pr_prelu.weight, shift=self.pr_bias1.bias)
 
 
 class SpectralBinaryActivation(nn.Module):
@@ -156,7 +156,7 @@ class BinaryUp(_BinaryPair):
     def forward(self, x: Tensor) -> Tensor:
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         first, second = x.chunk(2, dim=1)
-        return (self.biconv_1(first) + self.biconv_2(second)).div_(2)
+        return self.biconv_1(first).add_(self.biconv_2(second)).div_(2)  # in place on a fresh branch output
 
 
 class BinaryFusionDecrease(_BinaryPair):
@@ -164,7 +164,7 @@ class BinaryFusionDecrease(_BinaryPair):
 
     def forward(self, x: Tensor) -> Tensor:
         first, second = x.chunk(2, dim=1)
-        return (self.biconv_1(first) + self.biconv_2(second)).div_(2)
+        return self.biconv_1(first).add_(self.biconv_2(second)).div_(2)  # in place on a fresh branch output
 
 
 class BinaryFusionIncrease(_BinaryPair):

@@ -51,17 +51,19 @@ class _ChannelAffine(torch.autograd.Function):
 
 class _PReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, shift: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
-        return F.prelu(x, weight)
+        out = F.prelu(x, weight)
+        return out if shift is None else out.add_(shift)  # in place: prelu's backward needs x, not its output
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         x, weight = ctx.saved_tensors
         # torch's own fused kernel; it returns the weight's gradient at the input's full size, summed here.
         grad_x, grad_weight = torch.ops.aten._prelu_kernel_backward(grad, x, weight.view(1, -1, 1, 1))
-        return grad_x, channel_sum(grad_weight).view(weight.shape)
+        grad_shift = channel_sum(grad) if ctx.needs_input_grad[2] else None
+        return grad_x, channel_sum(grad_weight).view(weight.shape), grad_shift
 
 
 def _wants_gradient(*tensors: Tensor) -> bool:
@@ -80,6 +82,11 @@ def channel_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     return (x * scale).add_(shift)
 
 
-def prelu(x: Tensor, weight: Tensor) -> Tensor:
-    """``F.prelu(x, weight)`` for a [B, C, H, W] ``x`` and a per-channel ``weight`` [C]."""
-    return _PReLU.apply(x, weight) if _wants_gradient(x, weight) else F.prelu(x, weight)
+def prelu(x: Tensor, weight: Tensor, shift: Tensor | None = None) -> Tensor:
+    """``F.prelu(x, weight)`` (plus ``shift`` [1, C, 1, 1] if given) for a [B, C, H, W] ``x`` and a per-channel
+    ``weight`` [C]."""
+    tensors = (x, weight) if shift is None else (x, weight, shift)
+    if _wants_gradient(*tensors):
+        return _PReLU.apply(x, weight, shift)
+    out = F.prelu(x, weight)
+    return out if shift is None else out.add_(shift)
