@@ -3,7 +3,12 @@ import pytest
 import torch
 
 from spectral_prior.adapters import bisrnet
-from spectral_prior.adapters.binary import SignWithTanhGradient, ScaledSignWithClampGradient, binary_weight, weight_scale
+from spectral_prior.adapters.binary import (
+    ScaledSignWithClampGradient,
+    binary_sign,
+    binary_weight,
+    weight_scale,
+)
 from spectral_prior.adapters.bisrnet import HardBinaryConv
 
 
@@ -32,7 +37,7 @@ def test_activation_gradient_is_the_toolbox_estimators():
     x = torch.randn(2, 8, 5, 7, generator=generator) * 2
     beta = torch.tensor([1.7])
     upstream = torch.randn(x.shape, generator=generator)
-    ours, (grad_x, grad_beta) = gradients(SignWithTanhGradient.apply, x, beta, upstream=upstream)
+    ours, (grad_x, grad_beta) = gradients(binary_sign, x, beta, upstream=upstream)
     reference, (ref_x, ref_beta) = gradients(toolbox_activation, x, beta, upstream=upstream)
     assert torch.equal(ours, torch.sign(x))
     torch.testing.assert_close(ours, reference)  # the toolbox's forward is sign(x) up to rounding
@@ -43,7 +48,7 @@ def test_activation_gradient_is_the_toolbox_estimators():
 def test_activation_gradient_on_a_channels_last_input():
     x = torch.randn(2, 6, 4, 4).contiguous(memory_format=torch.channels_last)
     beta, upstream = torch.tensor([0.8]), torch.randn(2, 6, 4, 4)
-    _, (grad_x, grad_beta) = gradients(SignWithTanhGradient.apply, x, beta, upstream=upstream)
+    _, (grad_x, grad_beta) = gradients(binary_sign, x, beta, upstream=upstream)
     _, (ref_x, ref_beta) = gradients(toolbox_activation, x, beta, upstream=upstream)
     torch.testing.assert_close(grad_x, ref_x)
     torch.testing.assert_close(grad_beta, ref_beta, rtol=1e-5, atol=1e-5)
@@ -145,17 +150,16 @@ def test_mst_shares_the_mask_branch_only_when_masks_are_equal(repeat):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_channelwise_functions_have_autograds_gradients(channels_last):
-    from spectral_prior.adapters.channelwise import add_channel_bias, channel_affine, prelu
+    from spectral_prior.adapters.channelwise import add_channel_bias, prelu
 
     generator = torch.Generator().manual_seed(2)
     x = torch.randn(2, 5, 6, 7, generator=generator)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    bias, scale = torch.randn(1, 5, 1, 1, generator=generator), torch.randn(1, 5, 1, 1, generator=generator)
+    bias = torch.randn(1, 5, 1, 1, generator=generator)
     slope, upstream = torch.rand(5, generator=generator), torch.randn(2, 5, 6, 7, generator=generator)
     cases = [
         (add_channel_bias, lambda a, b: a + b, (x, bias)),
-        (channel_affine, lambda a, k, b: a * k + b, (x, scale, bias)),
         (prelu, torch.nn.functional.prelu, (x, slope)),
         (lambda a, w, b: prelu(a, w, shift=b), lambda a, w, b: torch.nn.functional.prelu(a, w) + b, (x, slope, bias)),
     ]

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .channelwise import channel_sum
+from .channelwise import channel_sum, wants_gradient
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -19,28 +19,6 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     it has the same layout, as it does here), so a channels-last tensor is not copied."""
     memory_order = sorted(range(b.dim()), key=lambda axis: -b.stride(axis))
     return torch.dot(a.permute(memory_order).reshape(-1), b.permute(memory_order).reshape(-1))
-
-
-class SignWithTanhGradient(torch.autograd.Function):
-    """``sign(x)`` forward; backward, the gradient of ``tanh(beta * x)`` with respect to ``x`` and ``beta``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, beta: Tensor) -> Tensor:
-        ctx.save_for_backward(x, beta)
-        return torch.sign(x)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, beta = ctx.saved_tensors
-        # grad * (1 - tanh(beta x)^2) in torch's fused kernel, written over the tanh (one buffer for all steps).
-        surrogate = (x * beta).tanh_()
-        torch.ops.aten.tanh_backward.grad_input(grad, surrogate, grad_input=surrogate)
-        grad_beta = None
-        if ctx.needs_input_grad[1]:
-            grad_beta = _dot(surrogate, x).reshape(beta.shape)
-        grad_x = surrogate.mul_(beta) if ctx.needs_input_grad[0] else None
-        return grad_x, grad_beta
 
 
 class ScaledSignWithClampGradient(torch.autograd.Function):
@@ -89,16 +67,14 @@ class RedistributedSign(torch.autograd.Function):
 
 def redistributed_sign(x: Tensor, scale: Tensor, shift: Tensor, beta: Tensor) -> Tensor:
     """``sign(x * scale + shift)`` with BiSRNet's straight-through gradient when one is wanted."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, scale, shift, beta)):
+    if wants_gradient(x, scale, shift, beta):
         return RedistributedSign.apply(x, scale, shift, beta)
     return torch.sign((x * scale).add_(shift))
 
 
 def binary_sign(x: Tensor, beta: Tensor) -> Tensor:
-    """BiSRNet's activation binarisation: a plain ``sign`` unless a gradient is wanted."""
-    if torch.is_grad_enabled() and (x.requires_grad or beta.requires_grad):
-        return SignWithTanhGradient.apply(x, beta)
-    return torch.sign(x)
+    """BiSRNet's activation binarisation alone: ``sign(x)``, with the gradient of ``tanh(beta * x)``."""
+    return redistributed_sign(x, x.new_ones(()), x.new_zeros(()), beta)
 
 
 def weight_scale(weight: Tensor) -> Tensor:
@@ -111,6 +87,6 @@ def weight_scale(weight: Tensor) -> Tensor:
 
 def binary_weight(weight: Tensor) -> Tensor:
     """``mean|w| * sign(w)`` per output channel, with the clamp's straight-through gradient when one is wanted."""
-    if torch.is_grad_enabled() and weight.requires_grad:
+    if wants_gradient(weight):
         return ScaledSignWithClampGradient.apply(weight, weight_scale(weight))
     return weight_scale(weight) * torch.sign(weight)

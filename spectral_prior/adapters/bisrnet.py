@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import InvalidInputError
 from .binary import binary_sign, binary_weight, redistributed_sign
-from .channelwise import add_channel_bias, channel_affine, prelu
+from .channelwise import add_channel_bias, prelu
 from .layers import PreNorm, check_cube, check_shape
 
 BANDS = 28
@@ -47,7 +47,7 @@ class ReDistribution(nn.Module):
         self.k = _channel_parameter(channels, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        return channel_affine(x, self.k, self.b)
+        return x * self.k + self.b
 
 
 class RPReLU(nn.Module):

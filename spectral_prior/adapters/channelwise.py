@@ -3,7 +3,7 @@
 A parameter of shape [1, C, 1, 1] broadcast over [B, C, H, W] gets its gradient from a sum over (B, H, W). On a
 channels-last tensor, as inside BiSRNet's feed-forward blocks, torch's reduction over those strided axes is several
 times slower than summing the contiguous axes first; these functions do that, and otherwise compute what
-``x + bias``, ``x * k + b`` and ``F.prelu`` compute.
+``x + bias`` and ``F.prelu`` compute.
 """
 from __future__ import annotations
 
@@ -33,22 +33,6 @@ class _AddChannelBias(torch.autograd.Function):
         return grad, channel_sum(grad) if ctx.needs_input_grad[1] else None
 
 
-class _ChannelAffine(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-        ctx.save_for_backward(x, scale)
-        return (x * scale).add_(shift)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        x, scale = ctx.saved_tensors
-        grad_shift = channel_sum(grad) if ctx.needs_input_grad[2] else None
-        grad_scale = channel_sum(grad * x) if ctx.needs_input_grad[1] else None
-        grad_x = grad * scale if ctx.needs_input_grad[0] else None
-        return grad_x, grad_scale, grad_shift
-
-
 class _PReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, shift: Tensor | None) -> Tensor:
@@ -66,27 +50,21 @@ class _PReLU(torch.autograd.Function):
         return grad_x, channel_sum(grad_weight).view(weight.shape), grad_shift
 
 
-def _wants_gradient(*tensors: Tensor) -> bool:
+def wants_gradient(*tensors: Tensor) -> bool:
+    """Whether autograd records an operation on ``tensors``."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def add_channel_bias(x: Tensor, bias: Tensor) -> Tensor:
     """``x + bias`` for ``bias`` [1, C, 1, 1]."""
-    return _AddChannelBias.apply(x, bias) if _wants_gradient(x, bias) else x + bias
-
-
-def channel_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """``x * scale + shift`` for ``scale``, ``shift`` [1, C, 1, 1] (the same rounding: no fused multiply-add)."""
-    if _wants_gradient(x, scale, shift):
-        return _ChannelAffine.apply(x, scale, shift)
-    return (x * scale).add_(shift)
+    return _AddChannelBias.apply(x, bias) if wants_gradient(x, bias) else x + bias
 
 
 def prelu(x: Tensor, weight: Tensor, shift: Tensor | None = None) -> Tensor:
     """``F.prelu(x, weight)`` (plus ``shift`` [1, C, 1, 1] if given) for a [B, C, H, W] ``x`` and a per-channel
     ``weight`` [C]."""
     tensors = (x, weight) if shift is None else (x, weight, shift)
-    if _wants_gradient(*tensors):
+    if wants_gradient(*tensors):
         return _PReLU.apply(x, weight, shift)
     out = F.prelu(x, weight)
     return out if shift is None else out.add_(shift)
