@@ -18,6 +18,7 @@ Prints markdown tables of medians and ratios (ours / official) and writes JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import subprocess
@@ -32,7 +33,12 @@ import torch
 from common import interleaved_medians, markdown_table, write_json
 from spectral_prior.adapters import bisrnet, load_toolbox_checkpoint, mst_l, mst_m, mst_plus_plus, mst_s
 
-BACKBONES = {"MST-S": (mst_s, "Phi"), "MST-M": (mst_m, "Phi"), "MST-L": (mst_l, "Phi"), "BiSRNet": (bisrnet, "Mask")}
+# Ours, by name: the constructor and the mask setting its forward takes.
+BACKBONES = {
+    "MST-S": (mst_s, "Phi"), "MST-M": (mst_m, "Phi"), "MST-L": (mst_l, "Phi"), "MST++": (mst_plus_plus, "Mask"),
+    "BiSRNet": (bisrnet, "Mask"),
+}
+TIMED_ALONE = ("MST-S", "MST-M", "MST-L", "BiSRNet")
 
 # The toolbox's own constructors (its architecture/__init__.py), by the file that defines each class.
 OFFICIAL = {
@@ -41,8 +47,6 @@ OFFICIAL = {
     "MST++": ("MST_Plus_Plus.py", lambda m: m.MST_Plus_Plus(in_channels=28, out_channels=28, n_feat=28, stage=3)),
     "BiSRNet": ("BiSRNet.py", lambda m: m.BiSRNet(in_channels=28, out_channels=28, n_feat=28, stage=1, num_blocks=[1, 1, 1])),
 }
-OURS = {"MST-S": mst_s, "MST-L": mst_l, "MST++": mst_plus_plus, "BiSRNet": bisrnet}
-MASK_SETTING = {"MST-S": "Phi", "MST-L": "Phi", "MST++": "Mask", "BiSRNet": "Mask"}
 FORWARD_MODELS = ("MST-L", "MST++", "BiSRNet")
 TRAIN_MODELS = ("MST-S", "BiSRNet")
 TRAIN_SIZE, TRAIN_BATCH = 128, 4
@@ -57,6 +61,7 @@ def example_inputs(size: int, mask_setting: str, batch: int = 1) -> tuple[torch.
     return x, torch.rand(1, 28, size, mask_width, generator=generator).repeat(batch, 1, 1, 1)
 
 
+@functools.cache
 def load_official_module(directory: Path, file_name: str) -> ModuleType:
     path = directory / file_name
     if not path.is_file():
@@ -71,7 +76,7 @@ def build(implementation: str, name: str, official_dir: Path | None) -> torch.nn
     """Our model with fixed random weights (BiSRNet: the official checkpoint when ../shared has it, since random
     binary weights hardly exercise the sign flips), or the official model with the same weights."""
     torch.manual_seed(0)
-    ours = OURS[name]()
+    ours = BACKBONES[name][0]()
     if name == "BiSRNet" and BISRNET_CHECKPOINT.is_file():
         load_toolbox_checkpoint(ours, BISRNET_CHECKPOINT)
     if implementation == "ours":
@@ -112,7 +117,7 @@ def memory_probe(implementation: str, name: str, official_dir: Path | None) -> N
     Linux only: writing 5 to /proc/self/clear_refs resets the peak (VmHWM) to the current resident size.
     """
     model = build(implementation, name, official_dir).train()
-    step = training_step(model, example_inputs(TRAIN_SIZE, MASK_SETTING[name], TRAIN_BATCH))
+    step = training_step(model, example_inputs(TRAIN_SIZE, BACKBONES[name][1], TRAIN_BATCH))
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
     before = _status_kib("VmRSS")
@@ -133,7 +138,7 @@ def compare_with_official(official_dir: Path, repeats: int, compile_ours: bool) 
     implementations = ["ours", "official"] + (["compiled"] if compile_ours else [])
     forward_rows, train_rows = [], []
     for name in FORWARD_MODELS:
-        inputs = example_inputs(256, MASK_SETTING[name])
+        inputs = example_inputs(256, BACKBONES[name][1])
         models = {impl: build("ours" if impl == "compiled" else impl, name, official_dir).eval() for impl in implementations}
         compile_seconds = None
         with torch.inference_mode():
@@ -159,7 +164,7 @@ def compare_with_official(official_dir: Path, repeats: int, compile_ours: bool) 
         print(markdown_table([row]).splitlines()[-1], flush=True)
 
     for name in TRAIN_MODELS:
-        inputs = example_inputs(TRAIN_SIZE, MASK_SETTING[name], TRAIN_BATCH)
+        inputs = example_inputs(TRAIN_SIZE, BACKBONES[name][1], TRAIN_BATCH)
         steps = {}
         for impl in implementations:
             model = build("ours" if impl == "compiled" else impl, name, official_dir).train()
@@ -187,9 +192,9 @@ def compare_with_official(official_dir: Path, repeats: int, compile_ours: bool) 
 
 
 def time_ours_alone(size: int, repeats: int) -> list[dict]:
-    models = {name: constructor().eval() for name, (constructor, _) in BACKBONES.items()}
-    inputs = {name: example_inputs(size, mask_setting) for name, (_, mask_setting) in BACKBONES.items()}
-    calls = {name: (lambda name=name: models[name](*inputs[name])) for name in BACKBONES}
+    models = {name: BACKBONES[name][0]().eval() for name in TIMED_ALONE}
+    inputs = {name: example_inputs(size, BACKBONES[name][1]) for name in TIMED_ALONE}
+    calls = {name: (lambda name=name: models[name](*inputs[name])) for name in TIMED_ALONE}
     with torch.inference_mode():  # all backbones interleaved round-robin, so they share the machine's noise
         medians = interleaved_medians(calls, repeats=repeats)
     return [
@@ -198,7 +203,7 @@ def time_ours_alone(size: int, repeats: int) -> list[dict]:
             "params (M)": sum(p.numel() for p in models[name].parameters()) / 1e6,
             "forward (ms)": medians[name] * 1e3,
         }
-        for name in BACKBONES
+        for name in TIMED_ALONE
     ]
 
 
