@@ -29,7 +29,7 @@ from typing import Any, Optional
 import torch
 
 import spectral_prior as sp
-from common import markdown_table, train_seconds, write_json
+from common import cached_json, markdown_table, train_seconds, write_json
 from spectral_prior.adapters import backbone_preset
 from spectral_prior.adapters.registry import backbone_schedule
 from spectral_prior.data import CAVE_SPLIT, CubeFolder, SceneTiles
@@ -112,9 +112,10 @@ def score(model: torch.nn.Module, backbone: str, *, teacher: bool = False) -> di
 
 def run_arm(name: str, study_name: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
     """Train (or resume) and score one arm (``official``, ``baseline`` or a key of :data:`VARIANTS`), cached as JSON."""
-    result_file = out / f"{name}-seed{seed}.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
+    return cached_json(out / f"{name}-seed{seed}.json", lambda: _train_and_score(name, study_name, budget, seed, out))
+
+
+def _train_and_score(name: str, study_name: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
     study = STUDIES[study_name]
     run = out / "runs" / f"{name}-seed{seed}"
     started = time.perf_counter()
@@ -141,8 +142,6 @@ def run_arm(name: str, study_name: str, budget: str, seed: int, out: Path) -> di
             distill_l1_end=_last_logged(run / "stage2a", "l1"),
         )
     result.update(train_seconds=train_seconds(run), wall_seconds_this_invocation=time.perf_counter() - started)
-    result_file.parent.mkdir(parents=True, exist_ok=True)
-    result_file.write_text(json.dumps(result, indent=2))
     return result
 
 

@@ -11,6 +11,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from spectral_prior.io import save_json
 from spectral_prior.train import LOG_FILE
 
 RESULTS = Path(__file__).parent / "results"
@@ -55,6 +56,17 @@ def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
 def train_seconds(run: Path) -> float:
     """Seconds spent in optimisation steps, summed over every training log below ``run`` (resumed runs included)."""
     return sum(json.loads(line)["seconds"] for log in run.rglob(LOG_FILE) for line in log.read_text().splitlines())
+
+
+def cached_json(path: Path, compute: Callable[[], dict]) -> dict:
+    """What ``compute()`` returns, kept at ``path`` as JSON (written atomically) and read back on later calls: the
+    unit by which a study resumes."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_json(result, path)
+    return result
 
 
 def write_json(name: str, payload: Mapping[str, object], out: Path | None = None) -> Path:

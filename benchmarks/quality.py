@@ -35,7 +35,7 @@ import torch
 
 import cave_study
 import spectral_prior as sp
-from common import RESULTS, markdown_table, train_seconds, write_json
+from common import RESULTS, cached_json, markdown_table, train_seconds, write_json
 from overhead import count_flops
 from spectral_prior.adapters import backbone_preset
 from spectral_prior.data import CubeFolder, ProceduralCubes
@@ -84,9 +84,11 @@ def _scores(model: torch.nn.Module, backbone: str, budget: dict[str, Any]) -> di
 
 def run_one(backbone: str, variant: str, seed: int, budget_name: str, out: Path) -> dict[str, Any]:
     """Train (or resume) and score one (backbone, variant, seed); the result is cached as JSON."""
-    result_file = out / f"{backbone}-{variant}-seed{seed}.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
+    return cached_json(out / f"{backbone}-{variant}-seed{seed}.json",
+                       lambda: _train_and_score(backbone, variant, seed, budget_name, out))
+
+
+def _train_and_score(backbone: str, variant: str, seed: int, budget_name: str, out: Path) -> dict[str, Any]:
     budget = BUDGETS[budget_name]
     run = out / "runs" / f"{backbone}-{variant}-seed{seed}"
     started = time.perf_counter()
@@ -101,8 +103,6 @@ def run_one(backbone: str, variant: str, seed: int, budget_name: str, out: Path)
         "train_seconds": train_seconds(run), "wall_seconds_this_invocation": time.perf_counter() - started,
         "final": str(final), **_scores(sp.load_model(final), backbone, budget),
     }
-    result_file.parent.mkdir(parents=True, exist_ok=True)
-    result_file.write_text(json.dumps(result, indent=2))
     return result
 
 
