@@ -4,7 +4,8 @@ How a forward pass of an injected model flows:
 
 1. A forward pre-hook on the root (``with_kwargs=True``) maps the forward arguments to the prior's input with the
    ``condition`` and computes the prior once: ``z = prior(condition(args, kwargs))``.
-2. A forward hook on each target block returns ``spim(output, z)``.
+2. Each target block's SPIM modulates its output (a forward hook returning ``spim(output, z)``) or its input (a
+   forward pre-hook replacing its first tensor argument ``x`` by ``spim(x, z)``), as chosen per target.
 3. A root forward hook registered with ``always_call=True`` forgets ``z``, so an exception never leaves it behind.
 
 The hooks are plain functions that find the injector through the module they run on, and ``z`` lives in
@@ -25,7 +26,7 @@ import uuid
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any, Iterator, Literal, Mapping, NamedTuple, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -43,12 +44,22 @@ from .saved import (
     read_config,
     write_card,
 )
-from .spim import SPIM, default_channel_axis
+from .spim import SPIM
 
 logger = logging.getLogger("spectral_prior")
 
 INJECTOR_NAME = "spectral_prior"
 Layers = Union[str, Sequence[str]]
+Position = Literal["input", "output"]
+
+
+class TargetSpec(NamedTuple):
+    """One modulated block: the channel count and axis of what its SPIM modulates, and whether that is the block's
+    ``"input"`` (first tensor argument) or ``"output"``."""
+
+    channels: int
+    axis: int
+    position: str
 
 _thread_state = threading.local()
 
@@ -78,29 +89,26 @@ def _tensor_key(x: Tensor) -> tuple:
     return (x.device, x.data_ptr(), tuple(x.shape), x.stride())
 
 
-class _ModulateOutput:
-    """Forward hook of one target block: its output modulated by the SPIM of that block."""
+class _Modulation:
+    """The hook of one target block: finds the prior of the running forward and applies the block's SPIM."""
 
     def __init__(self, key: str, name: str) -> None:
         self.key = key
         self.name = name
         self._remembered: dict[tuple, tuple[SpectralPriorInjector, Tensor]] = {}
 
-    def __call__(self, module: nn.Module, args: tuple, output: Any) -> Any:
+    def _active_prior(self, module: nn.Module, args: tuple) -> tuple[SpectralPriorInjector, Tensor] | None:
+        """(injector, z) of the root forward running this block, or None when the block runs bare."""
         active = _active_priors().get(self.key)
         if active is None:  # outside a root forward: a checkpoint re-running this block during backward?
             active = self._recall(args)
         elif module.training and active[1] is not None and not torch.compiler.is_compiling():
             self._remember(args, active)  # (compiled code traces a checkpoint's recomputation with the prior active)
-        if active is None or active[1] is None:
-            return None
+        return None if active is None or active[1] is None else active
+
+    def _modulate(self, x: Tensor, active: tuple[SpectralPriorInjector, Tensor]) -> Tensor:
         injector, z = active
-        if not isinstance(output, Tensor):
-            raise TypeError(
-                f"target {self.name!r} returned {type(output).__name__}; SPIM modulates a tensor [B, C, ...]. "
-                "Choose blocks that return one tensor."
-            )
-        return injector.spims[_spim_key(self.name)](output, z, channel_axis=injector.channel_axes[self.name])
+        return injector.spims[_spim_key(self.name)](x, z, channel_axis=injector.channel_axes[self.name])
 
     @staticmethod
     def _first_tensor(args: tuple) -> Tensor | None:
@@ -117,6 +125,41 @@ class _ModulateOutput:
     def _recall(self, args: tuple) -> tuple | None:
         x = self._first_tensor(args)
         return None if x is None else self._remembered.get(_tensor_key(x))
+
+
+class _ModulateOutput(_Modulation):
+    """Forward hook: the block's output modulated by its SPIM."""
+
+    def __call__(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        active = self._active_prior(module, args)
+        if active is None:
+            return None
+        if not isinstance(output, Tensor):
+            raise TypeError(
+                f"target {self.name!r} returned {type(output).__name__}; SPIM modulates a tensor [B, C, ...]. "
+                "Choose blocks that return one tensor, or position='input'."
+            )
+        return self._modulate(output, active)
+
+
+class _ModulateInput(_Modulation):
+    """Forward pre-hook: the block's first tensor argument modulated by its SPIM, the other arguments unchanged."""
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
+        active = self._active_prior(module, args)
+        if active is None:
+            return None
+        index = next((i for i, a in enumerate(args) if isinstance(a, Tensor)), None)
+        if index is None:
+            raise TypeError(
+                f"target {self.name!r} was called without a positional tensor argument; SPIM at position 'input' "
+                "modulates the first one. Choose blocks called with their features first, or position='output'."
+            )
+        return args[:index] + (self._modulate(args[index], active),) + args[index + 1 :]
+
+
+HOOKS = {"output": _ModulateOutput, "input": _ModulateInput}
+"""Where a SPIM acts on its target: ``"output"`` (a forward hook) or ``"input"`` (a forward pre-hook)."""
 
 
 # -- the injector module -----------------------------------------------------------------------------------------
@@ -137,32 +180,36 @@ class SpectralPriorInjector(nn.Module):
         *,
         prior: nn.Module,
         prior_dim: int,
-        targets: Mapping[str, tuple[int, int]],
+        targets: Mapping[str, TargetSpec],
         condition: Condition,
         layers: Layers,
         preset: str | None,
     ) -> None:
         super().__init__()
         self.prior = prior
-        self.spims = nn.ModuleDict({_spim_key(name): SPIM(prior_dim, channels) for name, (channels, _) in targets.items()})
+        self.spims = nn.ModuleDict({_spim_key(name): SPIM(prior_dim, spec.channels) for name, spec in targets.items()})
         self.prior_dim = prior_dim
         self.targets = list(targets)
-        self.channels = {name: channels for name, (channels, _) in targets.items()}
-        self.channel_axes = {name: axis for name, (_, axis) in targets.items()}
+        self.channels = {name: spec.channels for name, spec in targets.items()}
+        self.channel_axes = {name: spec.axis for name, spec in targets.items()}
+        self.positions = {name: spec.position for name, spec in targets.items()}
         self.condition = condition
         self.layers = layers if isinstance(layers, str) else list(layers)
         self.preset = preset
         self.key = uuid.uuid4().hex
         self.enabled = True
         self._teacher_gt: Tensor | None = None
+        self._fixed: Tensor | None = None
         self._distilled: list[tuple[Tensor, Tensor]] | None = None
         self._distill_noise: Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.backbone_signature: dict[str, Any] | None = None  # set when attached: the class and size of the backbone
 
     def compute_prior(self, condition: Tensor) -> Tensor:
-        """The prior vector for one forward: the teacher's inside :meth:`teacher`, the distilled student's inside
-        :meth:`distill`, else the prior's own."""
+        """The prior vector for one forward: the given one inside :meth:`fixed_prior`, the teacher's inside
+        :meth:`teacher`, the distilled student's inside :meth:`distill`, else the prior's own."""
+        if self._fixed is not None:
+            return self._fixed
         if self._teacher_gt is None:
             return self.prior(condition)
         if not hasattr(self.prior, "teacher"):
@@ -188,6 +235,18 @@ class SpectralPriorInjector(nn.Module):
             yield
         finally:
             self.enabled = previous
+
+    @contextmanager
+    def fixed_prior(self, z: Tensor) -> Iterator[None]:
+        """Inside, every forward is modulated with the given prior vectors ``z`` [B or 1, D] instead of computing them:
+        for ablations, such as a teacher's vector taken from another scene, or a constant vector."""
+        if z.dim() != 2 or z.shape[-1] != self.prior_dim:
+            raise InvalidInputError(f"fixed_prior needs vectors [B, {self.prior_dim}], got {list(z.shape)}")
+        previous, self._fixed = self._fixed, z
+        try:
+            yield
+        finally:
+            self._fixed = previous
 
     @contextmanager
     def teacher(self, gt: Tensor) -> Iterator[None]:
@@ -238,6 +297,7 @@ class SpectralPriorInjector(nn.Module):
             "targets": self.targets,
             "channels": self.channels,
             "channel_axes": self.channel_axes,
+            "positions": self.positions,
             "prior_dim": self.prior_dim,
             "prior": prior_spec(self.prior),
             "trained_with": self.backbone_signature,
@@ -274,10 +334,12 @@ class SpectralPriorInjector(nn.Module):
         """Load prior + SPIM weights saved by :meth:`save_pretrained` into this injector (strict)."""
         directory = Path(directory)
         config = read_config(directory / CONFIG_FILE, kind="injector")
-        if config["targets"] != self.targets or config["channels"] != self.channels:
+        saved = (config["targets"], config["channels"], saved_positions(config))
+        if saved != (self.targets, self.channels, self.positions):
             raise InvalidInputError(
-                f"{directory} was saved for targets {config['targets']} with channels {config['channels']}; this "
-                f"model's injection has {self.targets} with {self.channels}"
+                f"{directory} was saved for targets {config['targets']} with channels {config['channels']} at "
+                f"positions {saved[2]}; this model's injection has {self.targets} with {self.channels} at "
+                f"{self.positions}"
             )
         load_state_dict_strict(self, load_tensors(directory / WEIGHTS_FILE), source=str(directory / WEIGHTS_FILE))
 
@@ -327,26 +389,51 @@ def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-@torch.no_grad()
 def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def _probe_targets(model: nn.Module, targets: Sequence[str], example: tuple[tuple, dict]) -> dict[str, Any]:
-    """Run ``model`` once in eval mode on ``example`` and return each target's output."""
-    outputs: dict[str, Any] = {}
-    modules = dict(model.named_modules())
-    handles = [
-        modules[name].register_forward_hook(lambda _m, _a, out, name=name: outputs.setdefault(name, out))
-        for name in targets
-    ]
+def _first_tensor(values: Any) -> Tensor | None:
+    if isinstance(values, Tensor):
+        return values
+    return next((v for v in values if isinstance(v, Tensor)), None) if isinstance(values, (tuple, list)) else None
+
+
+@torch.no_grad()
+def _probe_targets(
+    model: nn.Module, positions: Mapping[str, str], example: tuple[tuple, dict]
+) -> dict[str, Any]:
+    """Run ``model`` once in eval mode on ``example``; return what each target's SPIM would modulate (its first
+    tensor argument or its output). A target that never runs as a module is refused: a hook on it would never fire."""
+    seen: dict[str, Any] = {}
+    ran: set[str] = set()
+
+    def record_input(module: nn.Module, args: tuple) -> None:
+        ran.add(names[module])
+        if positions.get(names[module]) == "input":
+            seen.setdefault(names[module], _first_tensor(args))
+
+    def record_output(module: nn.Module, args: tuple, output: Any) -> None:
+        seen.setdefault(names[module], output)
+
+    names = {module: name for name, module in model.named_modules()}
+    handles = [module.register_forward_pre_hook(record_input) for module in names]
+    handles += [module.register_forward_hook(record_output) for module, name in names.items() if positions.get(name) == "output"]
     try:
         with _eval_mode(model):
             model(*example[0], **example[1])
     finally:
         for handle in handles:
             handle.remove()
-    return outputs
+    silent = [name for name in positions if name not in ran]
+    if silent:
+        hookable = sorted({c for name in silent for c in difflib.get_close_matches(name, sorted(ran), n=5, cutoff=0.6)})
+        raise InvalidInputError(
+            f"target {silent[0]!r} never runs as a module in {type(model).__name__}'s forward (its parent calls its "
+            f"code directly, or this input does not use it), so a hook on it would never fire; modules that do run "
+            f"nearby: {hookable or sorted(ran)[:8]}"
+        )
+    return seen
 
 
 @torch.no_grad()
@@ -363,33 +450,72 @@ def _per_target(value: Any, name: str) -> Any:
     return value.get(name) if isinstance(value, Mapping) else value
 
 
+def _resolve_positions(targets: Sequence[str], position: Any) -> dict[str, str]:
+    positions = {name: _per_target(position, name) or "output" for name in targets}
+    wrong = {name: value for name, value in positions.items() if value not in HOOKS}
+    if wrong:
+        name, value = next(iter(wrong.items()))
+        raise InvalidInputError(f"position {value!r} for target {name!r}; a SPIM acts on the block's 'input' or 'output'")
+    return positions
+
+
 def _resolve_channels(
-    targets: Sequence[str],
+    positions: Mapping[str, str],
     channels: int | Mapping[str, int] | None,
     channel_axis: int | Mapping[str, int] | None,
     probed: Mapping[str, Any] | None,
-) -> dict[str, tuple[int, int]]:
+    example: tuple[tuple, dict] | None,
+) -> dict[str, TargetSpec]:
     resolved = {}
-    for name in targets:
+    for name, position in positions.items():
         given, axis = _per_target(channels, name), _per_target(channel_axis, name)
         if probed is None:
             if given is None:
                 raise InvalidInputError(f"no channel count for target {name!r}: pass channels= or example_inputs=")
-            resolved[name] = (given, 1 if axis is None else axis)
+            resolved[name] = TargetSpec(given, 1 if axis is None else axis, position)
             continue
-        output = probed.get(name)
-        if not isinstance(output, Tensor) or output.dim() < 2:
-            kind = f"a tensor of shape {list(output.shape)}" if isinstance(output, Tensor) else type(output).__name__
-            raise TypeError(
-                f"target {name!r} returns {kind}; SPIM modulates a tensor [B, C, ...] output. "
-                "Choose blocks that return one tensor."
-            )
-        axis = default_channel_axis(output.dim()) if axis is None else axis
-        found = output.shape[axis]
+        features = probed.get(name)
+        if not isinstance(features, Tensor) or features.dim() < 2:
+            kind = f"a tensor of shape {list(features.shape)}" if isinstance(features, Tensor) else type(features).__name__
+            if position == "output":
+                what, fix = "returns", "Choose blocks that return one tensor, or position='input'."
+            else:
+                what, fix = "takes as its first tensor argument", "Choose blocks called with one feature tensor first."
+            raise TypeError(f"target {name!r} {what} {kind}; SPIM modulates a tensor [B, C, ...]. {fix}")
+        if axis is None:
+            axis = infer_channel_axis(list(features.shape), _spatial_size(example), name=name)
+        found = features.shape[axis]
         if given is not None and given != found:
-            raise InvalidInputError(f"channels[{name!r}] = {given}, but the block outputs {found} channels on axis {axis}")
-        resolved[name] = (found, axis)
+            verb = "outputs" if position == "output" else "takes"
+            raise InvalidInputError(f"channels[{name!r}] = {given}, but the block {verb} {found} channels on axis {axis}")
+        resolved[name] = TargetSpec(found, axis, position)
     return resolved
+
+
+def _spatial_size(example: tuple[tuple, dict] | None) -> tuple[int, int] | None:
+    """(H, W) of the example's first 4-D tensor: the model's input size, which feature maps scale with."""
+    values = [*example[0], *example[1].values()] if example is not None else []
+    image = next((v for v in values if isinstance(v, Tensor) and v.dim() == 4), None)
+    return None if image is None else (image.shape[-2], image.shape[-1])
+
+
+def infer_channel_axis(shape: Sequence[int], spatial: tuple[int, int] | None = None, *, name: str = "target") -> int:
+    """The channel axis of a feature map of ``shape``: the last of 3-D tokens [B, N, C]; of 4-D maps, axis 1
+    ([B, C, H, W]) or the last ([B, H, W, C]), whichever leaves two spatial axes with the input's aspect ratio
+    ``spatial`` (H, W); axis 1 otherwise. Refused where both readings fit and disagree."""
+    if len(shape) == 3:
+        return -1
+    if len(shape) != 4 or spatial is None:
+        return 1
+    height, width = spatial
+    first = shape[2] * width == shape[3] * height  # [B, C, H, W]
+    last = shape[1] * width == shape[2] * height  # [B, H, W, C]
+    if first and last:
+        raise InvalidInputError(
+            f"the channel axis of {name!r} ({shape}) is ambiguous: pass channel_axis=1 (channels first) or -1 "
+            "(channels last), or a non-square example_inputs"
+        )
+    return -1 if last and not first else 1
 
 
 # -- public API --------------------------------------------------------------------------------------------------
@@ -420,7 +546,8 @@ def inject_prior(
     condition: Condition | None = None,
     channels: int | Mapping[str, int] | None = None,
     prior_dim: int | None = None,
-    channel_axis: int | None = None,
+    channel_axis: int | Mapping[str, int] | None = None,
+    position: Position | Mapping[str, Position] | None = None,
     example_inputs: Any = None,
     load_backbone: bool = True,
     replace: bool = False,
@@ -430,9 +557,10 @@ def inject_prior(
 
     Args:
         model: any ``nn.Module``.
-        layers: a preset name (``"mst"``, ``"bisrnet"``), a regex matched with ``re.fullmatch`` against dotted module
-            names, or a list of module names or dotted suffixes (as peft's ``target_modules``). May be left out when
-            ``prior`` names a saved injection, which records its layers.
+        layers: a preset name (``"mst"``, ``"bisrnet"``, see :data:`spectral_prior.adapters.PRESETS`), a regex
+            matched with ``re.fullmatch`` against dotted module names, or a list of module names or dotted suffixes
+            (as peft's ``target_modules``). May be left out when ``prior`` names a saved injection, which records
+            its targets.
         prior: a prior module; a directory, Hub repo id, embedded or published name of a saved prior or injected
             checkpoint (prior + SPIMs, and the backbone weights when saved with them); or None for a
             :class:`LinearPrior` stand-in of ``prior_dim``.
@@ -440,8 +568,11 @@ def inject_prior(
             supply it, and by default it is the first positional argument.
         channels: channel count of every target (an int) or per target name; inferred by a probe forward otherwise.
         prior_dim: length of the prior vector; read from the prior when it has ``prior_dim``.
-        channel_axis: where the channels are in the targets' outputs; by default the last axis of 3-D outputs
-            (tokens [B, N, C]) and axis 1 otherwise ([B, C, ...]).
+        channel_axis: where the channels are in what each SPIM modulates (an int, or per target name); presets set
+            it, and otherwise it is read from the probe (see :func:`infer_channel_axis`).
+        position: ``"output"`` (a forward hook modulates the block's output) or ``"input"`` (a forward pre-hook
+            modulates its first tensor argument), for every target or per target name; presets set it, and the
+            default is ``"output"``. Recorded in the saved config.
         example_inputs: inputs for the probe forward (a tensor, a tuple of args, or ``(args, kwargs)``); presets
             supply small ones.
         load_backbone: when ``prior`` names a checkpoint saved with its backbone's weights, load them into ``model``
@@ -463,26 +594,33 @@ def inject_prior(
     checkpoint_dir, saved = None, None
     if isinstance(prior, (str, Path)):
         checkpoint_dir, saved = _load_injected_checkpoint(str(prior), **hub_kwargs)
-    if layers is None:
-        if saved is None or saved.get("kind") != "injector":
-            raise TypeError("inject_prior() needs layers= (a preset name, a regex or module names), unless prior= names "
-                            "a saved injection, which records them")
-        layers = saved["preset"] or saved["layers"]
-    preset: Preset | None = PRESETS.get(layers) if isinstance(layers, str) else None
-    pattern = preset.layers if preset else layers
+    saved_injection = saved if saved is not None and saved.get("kind") == "injector" else None
+    if saved is not None and saved.get("backbone") and load_backbone:  # first: another architecture fails on its
+        load_state_dict_strict(model, load_tensors(checkpoint_dir / BACKBONE_FILE), source=str(checkpoint_dir))
+        logger.info("inject_prior: loaded the backbone weights saved in %s into the model", checkpoint_dir)  # first key
+    if layers is None and saved_injection is None:
+        raise TypeError("inject_prior() needs layers= (a preset name, a regex or module names), unless prior= names "
+                        "a saved injection, which records them")
+    preset_name = layers if isinstance(layers, str) else None
+    if saved_injection is not None and layers is None:
+        preset_name, layers = saved_injection["preset"], saved_injection["layers"]
+    preset: Preset | None = PRESETS.get(preset_name) if preset_name else None
     condition = condition or (preset.condition if preset else first_argument("x"))
-    targets = match_targets(model, pattern)
+    if saved_injection is not None:
+        _check_backbone_signature(saved_injection, model, checkpoint_dir)
+        targets = _saved_targets(model, saved_injection, layers, checkpoint_dir)
+        _check_given_channels(channels, saved_injection["channels"], checkpoint_dir)
+        channels, channel_axis = saved_injection["channels"], saved_injection["channel_axes"]
+        position = saved_positions(saved_injection)
+    else:
+        targets = _preset_targets(model, preset) if preset else match_targets(model, layers)
+        if preset is not None:
+            position = preset.position if position is None else position
+            channel_axis = preset.channel_axis if channel_axis is None else channel_axis
+    positions = _resolve_positions(targets, position)
 
     if saved is not None:
-        if saved.get("backbone") and load_backbone:  # first: another architecture fails on its first mismatched key
-            load_state_dict_strict(model, load_tensors(checkpoint_dir / BACKBONE_FILE), source=str(checkpoint_dir))
-            logger.info("inject_prior: loaded the backbone weights saved in %s into the model", checkpoint_dir)
-        if saved.get("kind") == "injector":
-            _check_backbone_signature(saved, model, checkpoint_dir)
-            _check_saved_targets(saved, targets, checkpoint_dir)
-            _check_given_channels(channels, saved["channels"], checkpoint_dir)
-            channels, channel_axis = saved["channels"], saved["channel_axes"]
-        prior = build_prior(saved["prior"] if saved.get("kind") == "injector" else saved)
+        prior = build_prior(saved["prior"] if saved_injection is not None else saved)
     if prior is None:
         if prior_dim is None:
             raise InvalidInputError("pass a prior, or prior_dim= for the LinearPrior stand-in")
@@ -493,24 +631,7 @@ def inject_prior(
     device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = parameter.dtype if parameter is not None else torch.float32
     example = _normalise_example(example_inputs) or (preset.example_inputs(device, dtype) if preset else None)
-    needs_probe = channels is None or (isinstance(channels, Mapping) and not set(targets) <= set(channels))
-    lazy_prior = any(isinstance(p, nn.parameter.UninitializedParameter) for p in prior.parameters())
-    needs_probe = needs_probe or lazy_prior  # a lazy prior learns its input width from the probe
-    probed = None
-    if needs_probe:
-        if example is None:
-            raise InvalidInputError(
-                "cannot infer the targets' channels: pass example_inputs= (inputs for one probe forward) or channels="
-            )
-        try:
-            probed = _probe_targets(model, targets, example)
-        except (RuntimeError, ValueError) as err:
-            if preset is None or example_inputs is not None:
-                raise
-            raise InvalidInputError(
-                f"the probe forward of preset {preset.name!r} fails on {type(model).__name__} ({_first_line(err)}): is "
-                f"{preset.name!r} this backbone's preset? Presets: {', '.join(PRESETS)}; or pass example_inputs="
-            ) from err
+    probed = _probe_if_needed(model, positions, channels, prior, example, preset, example_inputs is not None)
     prior.to(device=device, dtype=dtype)
     if example is not None:
         _probe_prior(prior, condition, example, prior_dim)
@@ -518,18 +639,79 @@ def inject_prior(
     injector = SpectralPriorInjector(
         prior=prior,
         prior_dim=prior_dim,
-        targets=_resolve_channels(targets, channels, channel_axis, probed),
+        targets=_resolve_channels(positions, channels, channel_axis, probed, example),
         condition=condition,
         layers=layers,
         preset=preset.name if preset else None,
     ).to(device=device, dtype=dtype)
-    if saved is not None and saved.get("kind") == "injector":
+    if saved_injection is not None:
         injector.load_pretrained(checkpoint_dir)
-    if saved is not None and saved.get("kind") == "prior":
+    elif saved is not None:
         load_state_dict_strict(prior, load_tensors(checkpoint_dir / WEIGHTS_FILE), source=str(checkpoint_dir))
 
     _attach(model, injector)
     return model
+
+
+def _preset_targets(model: nn.Module, preset: Preset) -> list[str]:
+    try:
+        return match_targets(model, preset.layers)
+    except InvalidInputError:
+        raise InvalidInputError(
+            f"preset {preset.name!r} matches no module of {type(model).__name__}: is {preset.name!r} this backbone's "
+            f"preset? Presets: {', '.join(PRESETS)}; or pass layers= a regex or module names"
+        ) from None
+
+
+def _probe_if_needed(
+    model: nn.Module,
+    positions: Mapping[str, str],
+    channels: int | Mapping[str, int] | None,
+    prior: nn.Module,
+    example: tuple[tuple, dict] | None,
+    preset: Preset | None,
+    example_given: bool,
+) -> dict[str, Any] | None:
+    """The probe forward's features per target, when a channel count is unknown or the prior is lazy; else None."""
+    needs_probe = channels is None or (isinstance(channels, Mapping) and not set(positions) <= set(channels))
+    needs_probe = needs_probe or any(isinstance(p, nn.parameter.UninitializedParameter) for p in prior.parameters())
+    if not needs_probe:
+        return None
+    if example is None:
+        raise InvalidInputError(
+            "cannot infer the targets' channels: pass example_inputs= (inputs for one probe forward) or channels="
+        )
+    try:
+        return _probe_targets(model, positions, example)
+    except (RuntimeError, ValueError) as err:
+        if preset is None or example_given or isinstance(err, InvalidInputError):
+            raise
+        raise InvalidInputError(
+            f"the probe forward of preset {preset.name!r} fails on {type(model).__name__} ({_first_line(err)}): is "
+            f"{preset.name!r} this backbone's preset? Presets: {', '.join(PRESETS)}; or pass example_inputs="
+        ) from err
+
+
+def saved_positions(config: Mapping[str, Any]) -> dict[str, str]:
+    """Each saved target's position; files written before positions existed modulated block outputs."""
+    return dict(config.get("positions") or {name: "output" for name in config["targets"]})
+
+
+def _saved_targets(model: nn.Module, saved: Mapping[str, Any], layers: Layers, directory: Path) -> list[str]:
+    """The targets a saved injection records (not its preset re-resolved: presets change, files do not), checked
+    against this model and against ``layers`` when it was given."""
+    recorded = list(saved["targets"])
+    names = {name for name, _ in model.named_modules()}
+    missing = [name for name in recorded if name not in names]
+    where = f"{directory} was trained for the blocks {recorded} (backbone {saved.get('backbone', {}).get('class', '?')})"
+    if missing:
+        raise InvalidInputError(f"{where}, but this model has no module {missing[0]!r}")
+    if layers not in (saved["layers"], saved["preset"]):
+        pattern = PRESETS[layers].layers if isinstance(layers, str) and layers in PRESETS else layers
+        selected = match_targets(model, pattern)
+        if selected != recorded:
+            raise InvalidInputError(f"{where}, but layers selects {selected} here; leave layers out to use them")
+    return recorded
 
 
 def _check_given_channels(given: Any, saved: Mapping[str, int], directory: Path) -> None:
@@ -540,14 +722,6 @@ def _check_given_channels(given: Any, saved: Mapping[str, int], directory: Path)
     if wrong:
         details = ", ".join(f"{name}: {value} given, {was} saved" for name, (value, was) in wrong.items())
         raise InvalidInputError(f"channels= disagrees with the injection saved in {directory} ({details}); leave it out")
-
-
-def _check_saved_targets(saved: Mapping[str, Any], targets: Sequence[str], directory: Path) -> None:
-    if list(saved["targets"]) != list(targets):
-        raise InvalidInputError(
-            f"{directory} was trained for the blocks {saved['targets']} "
-            f"(backbone {saved.get('backbone', {}).get('class', '?')}), but layers selects {list(targets)} here"
-        )
 
 
 def _resolve_prior_dim(prior: nn.Module, prior_dim: int | None) -> int:
@@ -597,7 +771,10 @@ def _attach(model: nn.Module, injector: SpectralPriorInjector) -> None:
         model.register_forward_hook(_forget_prior_hook, always_call=True),
     ]
     modules = dict(model.named_modules())
-    handles += [modules[name].register_forward_hook(_ModulateOutput(injector.key, name)) for name in injector.targets]
+    for name, position in injector.positions.items():
+        hook = HOOKS[position](injector.key, name)
+        register = modules[name].register_forward_hook if position == "output" else modules[name].register_forward_pre_hook
+        handles.append(register(hook))
     injector._handles = handles
 
 

@@ -48,6 +48,40 @@ class LinearPrior(nn.Module):
         return cls(**config)
 
 
+class ConstantPrior(nn.Module):
+    """A control prior: one learned vector, the same for every input, on the student and the teacher path alike.
+
+    Trained in place of the Spectral Diffusion Prior it adds the same SPIMs but no information about the image, so
+    what a real prior gains over it is image information, not added parameters. The vector starts at a seeded
+    N(0, I) draw (at zero, it and the zero-initialised SPIMs would pass each other no gradient).
+    """
+
+    def __init__(self, prior_dim: int, seed: int = 0) -> None:
+        super().__init__()
+        self.prior_dim = prior_dim
+        self.seed = seed
+        self.vector = nn.Parameter(torch.randn(prior_dim, generator=torch.Generator().manual_seed(seed)))
+
+    def forward(self, condition: Tensor, **_: Any) -> Tensor:
+        return self.vector.expand(condition.shape[0], -1)
+
+    def teacher(self, condition: Tensor, gt: Tensor) -> Tensor:
+        return self(condition)
+
+    def student_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def teacher_parameters(self) -> list[nn.Parameter]:
+        return [self.vector]
+
+    def to_config(self) -> dict[str, Any]:
+        return {"prior_dim": self.prior_dim, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "ConstantPrior":
+        return cls(**config)
+
+
 @dataclass
 class PriorConfig:
     """Sizes of a :class:`SpectralDiffusionPrior`.
@@ -217,6 +251,7 @@ class SpectralDiffusionPrior(
 PRIOR_CLASSES: dict[str, type[nn.Module]] = {
     "SpectralDiffusionPrior": SpectralDiffusionPrior,
     "LinearPrior": LinearPrior,
+    "ConstantPrior": ConstantPrior,
 }
 """Prior classes that saved configs can name; add yours with ``PRIOR_CLASSES[cls.__name__] = cls``."""
 

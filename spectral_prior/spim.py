@@ -6,11 +6,6 @@ from torch import Tensor, nn
 from .errors import InvalidInputError
 
 
-def default_channel_axis(ndim: int) -> int:
-    """Where the channels of a block output of ``ndim`` dims are: last for tokens [B, N, C], else dim 1."""
-    return -1 if ndim == 3 else 1
-
-
 class SPIM(nn.Module):
     """``x * (1 + scale) + shift`` with ``(scale, shift) = Linear(prior).chunk(2)``, one value per channel.
 

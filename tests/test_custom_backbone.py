@@ -72,8 +72,8 @@ def measurement_from_kwargs(args: tuple, kwargs: dict) -> torch.Tensor:
 
 @pytest.fixture
 def inputs() -> dict[str, torch.Tensor]:
-    mask = (torch.rand(1, 1, 16, 16) > 0.5).float()
-    return {"meas": torch.rand(2, BANDS, 16, 16), "mask": mask.expand(2, BANDS, 16, 16)}
+    mask = (torch.rand(1, 1, 16, 24) > 0.5).float()  # not square: the probe tells channels from rows and columns
+    return {"meas": torch.rand(2, BANDS, 16, 24), "mask": mask.expand(2, BANDS, 16, 24)}
 
 
 def wrap(net: nn.Module, inputs: dict, layers=REGEX, condition=measurement_from_kwargs) -> nn.Module:
@@ -174,6 +174,9 @@ def test_a_preset_that_does_not_fit_the_backbone_names_the_presets():
         def forward(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             return self.bottleneck(y) * mask  # the 'mst' probe's Phi is 54 columns wider: a size mismatch deep inside
 
-    with pytest.raises(ValueError, match=r"probe forward of preset 'mst' fails on MaskedByElementwise \(The size of "
-                                         r"tensor .*is 'mst' this backbone's preset\? Presets: mst, bisrnet"):
+    with pytest.raises(ValueError, match=r"probe forward of preset 'mst-blocks' fails on MaskedByElementwise \(The size "
+                                         r"of tensor .*is 'mst-blocks' this backbone's preset\? Presets: mst, mst-blocks"):
+        sp.inject_prior(MaskedByElementwise(), "mst-blocks", prior_dim=8)
+    with pytest.raises(ValueError, match=r"preset 'mst' matches no module of MaskedByElementwise: is 'mst' this "
+                                         r"backbone's preset\? Presets: mst, mst-blocks"):
         sp.inject_prior(MaskedByElementwise(), "mst", prior_dim=8)

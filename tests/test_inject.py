@@ -81,19 +81,35 @@ class ToyTransformer(nn.Module):
         return self.out(tokens).transpose(1, 2).reshape(b, c, h, w)
 
 
-def toy_cube(batch=2, size=16):
-    return torch.rand(batch, 28, size, size)
+def toy_cube(batch=2, height=16, width=24):
+    """Not square, so that the probe tells a channel axis from a spatial one."""
+    return torch.rand(batch, 28, height, width)
 
 
 CASES = {
     "mlp": dict(make=ToyMLP, layers=["layers.0", "layers.2"], inputs=lambda b=2: (torch.rand(b, 12),), channels=[32, 32]),
     "unet": dict(make=ToyUNet, layers=r"(down_block|mid|up_block)", inputs=lambda b=2: (toy_cube(b),), channels=[16, 32, 16]),
-    "transformer": dict(make=ToyTransformer, layers=["blocks.0", "blocks.1"], inputs=lambda b=2: (toy_cube(b, 8),), channels=[32, 32]),
+    "transformer": dict(make=ToyTransformer, layers=["blocks.0", "blocks.1"], inputs=lambda b=2: (toy_cube(b, 8, 8),), channels=[32, 32]),
+    "mst_s-blocks": dict(
+        make=mst_s, layers="mst-blocks", inputs=lambda b=2: (toy_cube(b), torch.rand(b, 28, 16, 78)),
+        channels=[28, 56, 112, 56, 28],
+    ),
+    "bisrnet-blocks": dict(
+        make=bisrnet, layers="bisrnet-blocks", inputs=lambda b=2: (toy_cube(b), torch.rand(b, 28, 16, 24)),
+        channels=[28, 56, 112, 56, 28],
+    ),
+    # SPIM on block inputs (forward pre-hooks): every attention's and feed-forward's input, channels last.
     "mst_s": dict(
-        make=mst_s, layers="mst", inputs=lambda b=2: (toy_cube(b), torch.rand(b, 28, 16, 70)), channels=[28, 56, 112, 56, 28]
+        make=mst_s, layers="mst", inputs=lambda b=2: (toy_cube(b), torch.rand(b, 28, 16, 78)),
+        channels=[28] * 4 + [56] * 4 + [112] * 4 + [56] * 4 + [28] * 4,  # (attention, feed-forward) x 2 per level
     ),
     "bisrnet": dict(
-        make=bisrnet, layers="bisrnet", inputs=lambda b=2: (toy_cube(b), torch.rand(b, 28, 16, 16)), channels=[28, 56, 112, 56, 28]
+        make=bisrnet, layers="bisrnet", inputs=lambda b=2: (toy_cube(b), torch.rand(b, 28, 16, 24)),
+        channels=[28, 56, 112, 56, 28],
+    ),
+    "unet-inputs": dict(
+        make=ToyUNet, layers=r"(down_block|mid|up_block)", inputs=lambda b=2: (toy_cube(b),), channels=[16, 32, 16],
+        position="input",
     ),
 }
 
@@ -102,6 +118,7 @@ def injected(case, prior_dim=8, **kwargs):
     spec = CASES[case]
     model = spec["make"]().eval()
     inputs = spec["inputs"]()
+    kwargs.setdefault("position", spec.get("position"))
     sp.inject_prior(model, spec["layers"], prior_dim=prior_dim, example_inputs=inputs, **kwargs)
     return model, inputs
 
@@ -127,7 +144,7 @@ def test_fresh_injection_is_exact_then_modulates_and_removes_without_trace(case)
     bare_keys = list(model.state_dict())
     with torch.no_grad():
         bare = model(*inputs)
-        sp.inject_prior(model, spec["layers"], prior_dim=8, example_inputs=inputs)
+        sp.inject_prior(model, spec["layers"], prior_dim=8, example_inputs=inputs, position=spec.get("position"))
         injector = model.spectral_prior
         assert [injector.channels[name] for name in injector.targets] == spec["channels"]
         assert torch.equal(model(*inputs), bare), "SPIM starts at zero: a fresh injection changes nothing"
@@ -145,7 +162,7 @@ def test_fresh_injection_is_exact_then_modulates_and_removes_without_trace(case)
         assert list(model.state_dict()) == bare_keys
         assert torch.equal(model(*inputs), bare)
         assert not any(model._forward_hooks) and not any(model._forward_pre_hooks)
-        assert all(not m._forward_hooks for m in model.modules())
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 def test_spim_formula_and_errors():
@@ -180,12 +197,14 @@ class Wrapped(nn.Module):
         return self.net(x, mask)
 
 
-@pytest.mark.parametrize("make, preset", [(mst_s, "mst"), (bisrnet, "bisrnet")])
-def test_presets_match_toolbox_names_also_when_nested(make, preset):
+@pytest.mark.parametrize(
+    "make, preset, count", [(mst_s, "mst", 20), (bisrnet, "bisrnet", 5), (mst_s, "mst-blocks", 5), (bisrnet, "bisrnet-blocks", 5)]
+)
+def test_presets_match_toolbox_names_also_when_nested(make, preset, count):
     direct = sp.inject_prior(make(), preset, prior_dim=8).spectral_prior.targets
     nested = sp.inject_prior(Wrapped(make()), preset, prior_dim=8).spectral_prior.targets
     assert nested == ["net." + name for name in direct]
-    assert any("bottleneck" in name for name in direct) and len(direct) == 5
+    assert any("bottleneck" in name for name in direct) and len(direct) == count
 
 
 def test_list_entries_match_full_names_and_dotted_suffixes():
@@ -469,7 +488,7 @@ def test_save_pretrained_then_inject_from_the_directory(tmp_path):
     assert "- training data: procedural scenes, 64x64 crops" in readme and "- PSNR: 30.1 dB" in readme
     config = json.loads((tmp_path / "prior" / "config.json").read_text())
     assert config["kind"] == "injector" and config["preset"] == "mst" and config["layers"] == "mst"
-    assert config["channels"]["bottleneck"] == 112 and config["prior_dim"] == 8
+    assert config["channels"]["bottleneck.blocks.0.1.fn"] == 112 and config["prior_dim"] == 8
     assert config["library_version"] == sp.__version__ and config["prior"]["class"] == "LinearPrior"
 
     fresh = sp.inject_prior(mst_s().eval(), "mst", prior=tmp_path / "prior")

@@ -35,10 +35,9 @@ TOOLBOX_SHAPES = {
     "body.0.decoder_layers.1.2.blocks.0.0.pos_emb.2.weight": [28, 1, 3, 3],
     "body.2.mapping.weight": [28, 28, 3, 3],
 }
-SAB_TARGETS = [
-    f"body.{stage}.{block}"
-    for stage in range(3)
-    for block in ("encoder_layers.0.0", "encoder_layers.1.0", "bottleneck", "decoder_layers.0.2", "decoder_layers.1.2")
+SABS = ("encoder_layers.0.0", "encoder_layers.1.0", "bottleneck", "decoder_layers.0.2", "decoder_layers.1.2")
+SAB_TARGETS = [  # as DiffIR: each SAB's attention input and normalised feed-forward input
+    f"body.{stage}.{sab}.blocks.0.{inner}" for stage in range(3) for sab in SABS for inner in ("0", "1.fn")
 ]
 
 
@@ -81,10 +80,14 @@ def test_parameter_count():
 
 
 def test_one_seed_gives_the_toolbox_initial_weights(reference):
-    """Same construction order and initialisation (truncated-normal linears inside each stage) as the toolbox."""
+    """Same construction order and initialisation (truncated-normal linears inside each stage) as the toolbox.
+
+    The sums are of float32 draws: the vectorised sampling kernels of other CPUs move them by up to 3.6e-8 (seen on an
+    AMD EPYC, rtol 1.8e-7); a change of construction order or initialiser moves them by 1e-2 or more.
+    """
     torch.manual_seed(int(reference["weight_seed"]))
     sums = torch.stack([value.double().sum() for value in mst_plus_plus().state_dict().values()])
-    torch.testing.assert_close(sums, reference["init_key_sums"], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(sums, reference["init_key_sums"], rtol=1e-6, atol=1e-6)
 
 
 @torch.no_grad()
@@ -157,7 +160,7 @@ def test_injection_targets_every_sab_and_starts_exact():
         sp.inject_prior(model, layers="mst_plus_plus", prior_dim=8)
         injector = sp.get_injector(model)
         assert injector.targets == SAB_TARGETS
-        assert [injector.channels[name] for name in SAB_TARGETS] == [28, 56, 112, 56, 28] * 3
+        assert [injector.channels[name] for name in SAB_TARGETS] == [28, 28, 56, 56, 112, 112, 56, 56, 28, 28] * 3
         assert torch.equal(model(y, mask), bare), "SPIM starts at zero: a fresh injection changes nothing"
         assert torch.equal(model(y=y, Phi=mask), bare), "the prior also finds its input passed by keyword"
 

@@ -58,6 +58,6 @@ def test_readme_snippets_run_as_written(tmp_path, monkeypatch, shared_data, hub_
         ran += 1
     assert (work / "my-prior" / "config.json").is_file()
     assert namespace["reconstruction"].shape == (1, 28, 256, 256)
-    assert namespace["out"].shape == (1, 28, 256, 256) and namespace["bare"].shape == (1, 28, 64, 64)
+    assert namespace["out"].shape == (1, 28, 256, 256) and namespace["bare"].shape == (1, 28, 64, 96)
     published_prior = published.spectral_prior.prior.state_dict()
     assert all(torch.equal(value, published_prior[key]) for key, value in namespace["prior"].state_dict().items())

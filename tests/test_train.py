@@ -267,3 +267,65 @@ def test_compile_runs_the_training_network_through_torch_compile(tmp_path, monke
     expected, got = weights(eager), weights(with_compile)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_binary_weights_keep_their_signs_while_the_rest_trains(tmp_path):
+    from spectral_prior.adapters.bisrnet import HardBinaryConv
+
+    model = sp.adapters.bisrnet()
+    latent = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, HardBinaryConv)}
+    assert len(latent) == 59
+    full_precision = {"fution.weight", "conv_in.weight", "body.0.embedding.move0.k", "body.0.embedding.relu.pr_prelu.weight"}
+    settings = dict(backbone="bisrnet", freeze_binary=True, lr=1e-3, steps=2, checkpoint_every=2)
+    for stage in ("baseline", "stage1"):  # both arms of a comparison train the same parts
+        config = tiny(tmp_path / stage, stage=stage, **settings)
+        start = train_module._build_model(config).state_dict()  # the run's seeded initial weights
+        after = weights(train(config, progress=False))
+        assert not changed({k: start[k] for k in latent}, after), "a latent binary weight moved"
+        assert changed({k: start[k] for k in full_precision}, after) == full_precision
+    with pytest.raises(ValueError, match="freeze_binary: MST has no binarised convolutions"):
+        train(tiny(tmp_path / "mst", stage="baseline", freeze_binary=True), progress=False)
+
+
+def test_warmup_ramps_the_rate_then_the_schedule_follows(tmp_path):
+    output = tmp_path / "run"
+    train(tiny(output, stage="baseline", steps=6, warmup=3, schedule="cosine", lr=1e-3), progress=False)
+    rates = [json.loads(line)["lr"] for line in (output / "run" / "log.jsonl").read_text().splitlines()]
+    # linear from lr / 3 at step 0 to lr at step 3, then the cosine over the 3 steps left, down to 1e-6
+    assert rates[:3] == pytest.approx([1e-3 * 5 / 9, 1e-3 * 7 / 9, 1e-3])
+    assert rates[2] > rates[3] > rates[4] > rates[5] and rates[5] == pytest.approx(1e-6)
+    with pytest.raises(ValueError, match=r"warmup must be in \[0, steps\) = \[0, 6\), got 6"):
+        tiny(tmp_path, steps=6, warmup=6)
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; use auto, bf16, fp32"):
+        tiny(tmp_path, precision="fp16")
+
+
+def test_bf16_precision_trains_on_cpu(tmp_path):
+    final = train(tiny(tmp_path, precision="bf16"), progress=False)
+    assert all(torch.isfinite(t).all() for t in weights(final).values())
+
+
+def test_a_run_saved_before_new_settings_existed_still_resumes(tmp_path):
+    config = tiny(tmp_path, stage="baseline", steps=4, checkpoint_every=2)
+    output = Path(config.output)
+    train(dataclasses.replace(config, steps=2), progress=False)
+    saved = json.loads((output / "train_config.json").read_text())
+    for new in ("freeze_binary", "warmup", "precision"):
+        del saved[new]
+    saved.update(amp=True, steps=4)  # as release 0.1 wrote it
+    (output / "train_config.json").write_text(json.dumps(saved))
+    shutil.rmtree(output / "final")
+    train(config, resume=True, progress=False)
+    assert json.loads((output / "log.jsonl").read_text().splitlines()[-1])["step"] == 4
+
+
+def test_stage2a_never_runs_the_backbone(tmp_path, stage1_final, monkeypatch):
+    from spectral_prior.adapters.mst import MST
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("stage 2a ran the backbone")
+
+    monkeypatch.setattr(MST, "forward", refuse)
+    monkeypatch.setattr(train_module.Trainer, "validate", lambda self: float("nan"))  # validation runs the model
+    final = train(tiny(tmp_path, stage="stage2a", init=str(stage1_final), steps=2), progress=False)
+    assert (final / "model.safetensors").is_file()

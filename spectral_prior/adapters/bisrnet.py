@@ -19,9 +19,8 @@ from torch import Tensor, nn
 from ..errors import InvalidInputError
 from .binary import binary_sign, binary_weight, redistributed_sign
 from .channelwise import add_channel_bias, prelu
-from .layers import PreNorm, check_cube, check_shape
+from .layers import PreNorm, check_cube, check_shape, has_hooks
 
-BANDS = 28
 PAD_MULTIPLE = 8
 
 
@@ -60,6 +59,8 @@ class RPReLU(nn.Module):
         self.pr_bias1 = LearnableBias(channels)
 
     def forward(self, x: Tensor) -> Tensor:
+        if has_hooks(self.pr_prelu, self.pr_bias1):  # a hook expects them to run as modules
+            return self.pr_bias1(self.pr_prelu(self.pr_bias0(x)))
         return self.after_first_shift(self.pr_bias0(x))
 
     def after_first_shift(self, x: Tensor) -> Tensor:
@@ -126,6 +127,8 @@ class BinaryConv2d(nn.Module):
         self.relu = RPReLU(channels)
 
     def forward(self, x: Tensor) -> Tensor:
+        if has_hooks(self.move0, self.binary_activation, self.relu):  # a hook expects them to run as modules
+            return self.relu(self.binary_conv(self.binary_activation(self.move0(x)))).add_(x)
         # The same arithmetic as move0 -> binary_activation -> binary_conv -> relu, in fewer passes over the
         # features: redistribution and sign are one function, and the RPReLU's first shift is the conv's bias.
         signs = redistributed_sign(x, self.move0.k, self.move0.b, self.binary_activation.beta)
@@ -305,6 +308,12 @@ class BiSRNet(nn.Module):
         x = self.conv_in(x)
         out = self.conv_out(self.body(x)) + x
         return out[:, :, :height, :width]
+
+
+def latent_binary_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The latent full-precision weights of every binarised convolution in ``model``: only their signs are used
+    (times a per-channel ``mean |w|``), so freezing them keeps the binary network exactly as it is."""
+    return [module.weight for module in model.modules() if isinstance(module, HardBinaryConv)]
 
 
 def bisrnet(**kwargs: Any) -> BiSRNet:

@@ -13,24 +13,28 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 
-def channel_sum(t: Tensor) -> Tensor:
-    """``t.sum((0, 2, 3), keepdim=True)`` of a [B, C, H, W] tensor, reducing the innermost axes first."""
+def channel_sum(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``t.sum((0, 2, 3), keepdim=True)`` of a [B, C, H, W] tensor, reducing the innermost axes first.
+
+    ``dtype`` is the result's (and the accumulation's) dtype: a parameter's float32 gradient from bfloat16 features
+    under autocast."""
     batch, channels, height, width = t.shape
     if t.stride(1) == 1 and channels > 1:  # channels-last memory: [B*H, W, C] rows
         rows = t.permute(0, 2, 3, 1).reshape(batch * height, width, channels)
-        return rows.sum(dim=1).sum(dim=0).view(1, channels, 1, 1)
-    return t.sum(dim=(2, 3)).sum(dim=0).view(1, channels, 1, 1)
+        return rows.sum(dim=1, dtype=dtype).sum(dim=0).view(1, channels, 1, 1)
+    return t.sum(dim=(2, 3), dtype=dtype).sum(dim=0).view(1, channels, 1, 1)
 
 
 class _AddChannelBias(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, bias: Tensor) -> Tensor:
+        ctx.bias_dtype = bias.dtype
         return x + bias
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None]:
-        return grad, channel_sum(grad) if ctx.needs_input_grad[1] else None
+        return grad, channel_sum(grad, ctx.bias_dtype) if ctx.needs_input_grad[1] else None
 
 
 class _PReLU(torch.autograd.Function):
@@ -44,10 +48,12 @@ class _PReLU(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         x, weight = ctx.saved_tensors
-        # torch's own fused kernel; it returns the weight's gradient at the input's full size, summed here.
-        grad_x, grad_weight = torch.ops.aten._prelu_kernel_backward(grad, x, weight.view(1, -1, 1, 1))
-        grad_shift = channel_sum(grad) if ctx.needs_input_grad[2] else None
-        return grad_x, channel_sum(grad_weight).view(weight.shape), grad_shift
+        # torch's own fused kernel, in the features' dtype (bfloat16 under autocast, where the weight stays float32);
+        # it returns the weight's gradient at the input's full size, summed here in the weight's dtype.
+        grad = grad.to(x.dtype)
+        grad_x, grad_weight = torch.ops.aten._prelu_kernel_backward(grad, x, weight.to(x.dtype).view(1, -1, 1, 1))
+        grad_shift = channel_sum(grad, weight.dtype) if ctx.needs_input_grad[2] else None
+        return grad_x, channel_sum(grad_weight, weight.dtype).view(weight.shape), grad_shift
 
 
 def wants_gradient(*tensors: Tensor) -> bool:

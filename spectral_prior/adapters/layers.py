@@ -21,6 +21,15 @@ class PreNorm(nn.Module):
         return self.fn(self.norm(x), *args, **kwargs)
 
 
+def has_hooks(*modules: nn.Module) -> bool:
+    """Whether a forward hook or pre-hook is set on any of ``modules``, their children, or globally: then a fused
+    code path must give way to calling those modules one by one, so that every hook fires."""
+    hooks = nn.modules.module
+    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for module in modules for m in module.modules())
+
+
 def check_cube(x: Tensor, *, name: str, bands: int, multiple: int) -> None:
     """Raise a ValueError unless ``x`` is a finite [B, bands, H, W] tensor with H, W divisible by ``multiple``."""
     if not isinstance(x, Tensor):

@@ -23,7 +23,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..errors import InvalidInputError
-from .layers import PreNorm, check_cube, check_shape
+from .layers import PreNorm, check_cube, check_shape, has_hooks
 
 BANDS = 28
 DISPERSION_STEP = 2
@@ -169,14 +169,7 @@ def _records_nothing(x: Tensor, module: nn.Module) -> bool:
 def _in_place_allowed(x: Tensor, module: nn.Module) -> bool:
     """Whether ``module`` may be run layer by layer with in-place activations: :func:`_records_nothing`, and no hook
     (its own, its children's or a global one) expects its layers to be called as modules."""
-    return _records_nothing(x, module) and not _has_hooks(module)
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    hooks = nn.modules.module
-    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+    return _records_nothing(x, module) and not has_hooks(module)
 
 
 class MSAB(nn.Module):

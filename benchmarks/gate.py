@@ -1,0 +1,194 @@
+"""The teacher's ceiling, before any distillation: can a prior that sees the ground truth help this injection at all?
+
+    python benchmarks/gate.py --backbone mst_s --preset mst --steps 400 --seeds 0 1 2 --out ~/sdp-studies
+    python benchmarks/gate.py ... --report-only          # the table of the arms finished so far
+
+For each seed, with the same batches, the same initial backbone weights and the same schedule (paired seeds), on
+random crops of the 12 CAVE train scenes through ``mask_256.mat`` (stage 1 of ``spectral_prior.train``):
+
+* ``baseline``: the bare backbone;
+* ``teacher``: stage 1 with the Spectral Diffusion Prior, whose teacher HFE sees the ground truth;
+* ``control-a``: stage 1 with a :class:`~spectral_prior.prior.ConstantPrior`: the same SPIMs fed one learned vector,
+  no image information;
+* ``baseline-fp32``: the baseline in float32, where the others train under ``--precision`` (bf16 by default): the
+  accuracy check of bfloat16 autocast at equal seeds.
+
+The ``teacher`` run is scored four ways: through its teacher (``teacher``), with each crop modulated by the teacher's
+vector of another crop (``control-b``), and through its untrained student and its learned-constant-free bare path
+(``teacher-trained, student vector``: what the backbone trained beside a teacher gives without the teacher's
+information). The gate (issue "The prior pays"): the teacher must beat control (a) by at least +0.3 dB on each seed,
+on validation crops of the train scenes (the central 256x256 crop of each). Test-split scores (16 quadrants) are
+reported beside them and select nothing. Each finished arm is cached as JSON; runs resume from their checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import spectral_prior as sp
+from cave_study import CAVE, MASK, test_tiles
+from common import cached_json, markdown_table, train_seconds, write_json
+from spectral_prior import cassi, metrics
+from spectral_prior.adapters import backbone_preset, create_backbone
+from spectral_prior.data import CAVE_SPLIT, CubeFolder, SceneTiles
+from spectral_prior.evaluate import evaluate, mean_metrics
+from spectral_prior.prior import ConstantPrior
+from spectral_prior.train import TrainConfig, train
+
+ARMS = ("baseline", "teacher", "control-a", "baseline-fp32")
+GATE_DB = 0.3
+
+
+@functools.cache
+def validation_tiles() -> SceneTiles:
+    """The central 256x256 crop of each CAVE train scene: what the gate is decided on."""
+    return SceneTiles(CubeFolder(CAVE, scenes=CAVE_SPLIT["train"], cache=True), 256, grid=False)
+
+
+def _config(args: argparse.Namespace, arm: str, seed: int, run: Path, **changes: Any) -> TrainConfig:
+    settings = dict(
+        backbone=args.backbone, output=str(run), data=str(CAVE), data_scenes="cave-train", mask=str(MASK),
+        steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, prior_lr=args.prior_lr, warmup=args.warmup,
+        random_mask_crop=True, seed=seed, val_scenes=4, val_every=0, checkpoint_every=max(1, args.steps // 8),
+        precision="fp32" if arm == "baseline-fp32" else args.precision, layers=args.preset,
+    )
+    return TrainConfig(**{**settings, **changes})
+
+
+def _constant_prior_start(args: argparse.Namespace, seed: int, folder: Path) -> Path:
+    """Control (a)'s starting point: the seed's initial backbone (as the other arms draw it) with SPIMs on the same
+    targets, fed by a learned constant vector."""
+    if not (folder / "config.json").is_file():
+        torch.manual_seed(seed)
+        model = create_backbone(args.backbone)
+        sp.inject_prior(model, args.preset, prior=ConstantPrior(sp.PriorConfig().prior_dim, seed=seed))
+        sp.get_injector(model).save_pretrained(folder, backbone=model, backbone_name=args.backbone)
+    return folder
+
+
+def _scores(model: torch.nn.Module, backbone: str, tiles: Any, **options: Any) -> dict[str, Any]:
+    preset = backbone_preset(backbone)
+    results = evaluate(model, tiles, MASK, input_setting=preset.input_setting, mask_setting=preset.mask_setting,
+                       **options)
+    return {"mean": mean_metrics(results), "tiles": {r["name"]: r["psnr"] for r in results}}
+
+
+@torch.no_grad()
+def score_with_other_vectors(model: torch.nn.Module, backbone: str, tiles: Any) -> dict[str, Any]:
+    """Control (b): each crop reconstructed with the teacher's vector of the next crop (another scene)."""
+    preset = backbone_preset(backbone)
+    injector = sp.get_injector(model)
+    mask2d = cassi.load_mask(MASK)
+    model.eval()
+    measured = []
+    for index in range(len(tiles)):
+        cube, name = tiles[index]
+        gt = cube[None].float()
+        mask3d = cassi.mask3d(mask2d[: gt.shape[-2], : gt.shape[-1]], gt.shape[1])
+        net_input, mask_input = cassi.simulate(gt, mask3d, preset.input_setting, preset.mask_setting)
+        measured.append((name, gt, net_input, mask_input, injector.prior.teacher(net_input, gt)))
+    psnrs = {}
+    for index, (name, gt, net_input, mask_input, _) in enumerate(measured):
+        other = measured[(index + 1) % len(measured)][-1]
+        with injector.fixed_prior(other):
+            psnrs[name] = metrics.psnr(model(net_input, mask_input), gt).item()
+    return {"mean": {"psnr": statistics.mean(psnrs.values())}, "tiles": psnrs}
+
+
+def _train_and_score(args: argparse.Namespace, arm: str, seed: int, out: Path) -> dict[str, Any]:
+    run = out / "runs" / f"{arm}-seed{seed}"
+    started = time.perf_counter()
+    if arm in ("baseline", "baseline-fp32"):
+        final = train(_config(args, arm, seed, run, stage="baseline"), resume=True)
+    else:
+        init = str(_constant_prior_start(args, seed, out / "runs" / f"start-{arm}-seed{seed}")) if arm == "control-a" else None
+        final = train(_config(args, arm, seed, run, stage="stage1", init=init), resume=True)
+    model = sp.load_model(final)
+    result: dict[str, Any] = {"arm": arm, "seed": seed, **vars(args)}
+    result.pop("out")
+    injected = hasattr(model, "spectral_prior")
+    result["val"] = _scores(model, args.backbone, validation_tiles(), teacher=injected)
+    result["test"] = _scores(model, args.backbone, test_tiles(), teacher=injected)
+    if arm == "teacher":
+        result["val_control_b"] = score_with_other_vectors(model, args.backbone, validation_tiles())
+        result["val_student_vector"] = _scores(model, args.backbone, validation_tiles())  # the untrained student's z
+        result["test_student_vector"] = _scores(model, args.backbone, test_tiles())
+    result.update(train_seconds=train_seconds(run), wall_seconds=time.perf_counter() - started)
+    return result
+
+
+def _row(label: str, runs: list[dict[str, Any]], part: str, reference: Callable[[int], float] | None) -> dict[str, Any]:
+    values = [r[part]["mean"]["psnr"] for r in runs]
+    gains = [r[part]["mean"]["psnr"] - reference(r["seed"]) for r in runs] if reference else []
+    return {
+        "arm": label, "seeds": len(runs), "val PSNR": statistics.mean(values),
+        "per seed": ", ".join(f"{v:.2f}" for v in values),
+        "vs control (a), per seed (dB)": ", ".join(f"{g:+.2f}" for g in gains) if gains else "-",
+        "train s": statistics.mean(r["train_seconds"] for r in runs),
+    }
+
+
+def summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_arm = {arm: sorted((r for r in results if r["arm"] == arm), key=lambda r: r["seed"]) for arm in ARMS}
+    control = {r["seed"]: r["val"]["mean"]["psnr"] for r in by_arm["control-a"]}
+    versus = (lambda seed: control[seed]) if control else None
+    rows = []
+    for label, arm, part in (
+        ("baseline (bare)", "baseline", "val"), ("baseline, float32", "baseline-fp32", "val"),
+        ("control (a): learned constant vector", "control-a", "val"), ("teacher (sees GT)", "teacher", "val"),
+        ("control (b): teacher, another scene's vector", "teacher", "val_control_b"),
+        ("teacher-trained backbone, untrained student's vector", "teacher", "val_student_vector"),
+    ):
+        runs = [r for r in by_arm[arm] if part in r and (versus is None or r["seed"] in control)]
+        if runs:
+            rows.append(_row(label, runs, part, versus))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone", default="mst_s")
+    parser.add_argument("--preset", default="mst", help="the injection to gate (a preset name or a regex)")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--prior-lr", type=float, default=None)
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path.home() / "sdp-studies")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    name = f"gate-{args.backbone}-{args.preset}-{args.steps}x{args.batch}x{args.crop}-{args.precision}"
+    out = args.out / name.replace("\\", "").replace("/", "_")
+    results = []
+    for seed in args.seeds:
+        for arm in args.arms:
+            path = out / f"{arm}-seed{seed}.json"
+            if args.report_only:
+                results += [json.loads(path.read_text())] if path.is_file() else []
+            else:
+                results.append(cached_json(path, lambda arm=arm, seed=seed: _train_and_score(args, arm, seed, out)))
+    if not results:
+        print("no finished arms yet")
+        return
+    rows = summary(results)
+    print(f"\n{name}: validation = central 256x256 crop of the 12 CAVE train scenes; gate +{GATE_DB} dB on each seed\n")
+    print(markdown_table(rows))
+    path = write_json(name, {"summary": rows, "runs": results}, args.out / f"{name}.json")
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
