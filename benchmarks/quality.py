@@ -159,7 +159,8 @@ def table(results: list[dict[str, Any]], costs: dict[tuple[str, str], dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", choices=("procedural", *sorted(cave_study.STUDIES)), default="procedural")
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    parser.add_argument("--budget", choices=sorted({*BUDGETS, *cave_study.BUDGETS}), default="cpu",
+                        help=f"procedural: {', '.join(BUDGETS)}; --study: {', '.join(cave_study.BUDGETS)}")
     parser.add_argument("--backbones", nargs="+", default=["mst_s", "bisrnet"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--variants", nargs="+", default=["sdp"],
@@ -177,6 +178,9 @@ def main() -> None:
     if set(args.variants) - set(known):
         parser.error(f"unknown variants {sorted(set(args.variants) - set(known))} for --study {args.study}; "
                      f"known: {', '.join(known)}")
+    budgets = BUDGETS if args.study == "procedural" else cave_study.BUDGETS
+    if args.budget not in budgets:
+        parser.error(f"--budget {args.budget} is not one of --study {args.study}'s: {', '.join(budgets)}")
     if args.study != "procedural":
         variants = args.variants
         cave_study.main(args.study, args.budget, args.seeds, args.out, variants=variants, report_only=args.report_only)

@@ -23,10 +23,15 @@ ONNX_PACKAGES = ("onnx", "onnxscript")
 
 
 def export_program(model: nn.Module, example_inputs: Sequence[Tensor]) -> torch.export.ExportedProgram:
-    """``torch.export.export`` of ``model`` in eval mode at the shapes of ``example_inputs``."""
+    """``torch.export.export`` of ``model`` in eval mode at the shapes of ``example_inputs``; the model's own mode is
+    restored afterwards."""
+    was_training = model.training
     model.eval()
-    with torch.no_grad():
-        return torch.export.export(model, tuple(example_inputs))
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, tuple(example_inputs))
+    finally:
+        model.train(was_training)
 
 
 def export_onnx(model: nn.Module, example_inputs: Sequence[Tensor], path: str | Path) -> Path:

@@ -17,6 +17,7 @@ computed outside the checkpointed call, so it is not supported.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import re
@@ -92,14 +93,18 @@ def _tensor_key(x: Tensor) -> tuple:
 class _Modulation:
     """The hook of one target block: finds the prior of the running forward and applies the block's SPIM."""
 
-    def __init__(self, key: str, name: str) -> None:
-        self.key = key
+    def __init__(self, injector: "SpectralPriorInjector", name: str) -> None:
+        self.injector = injector  # a DataParallel replica shares this hook, and its injector's key
         self.name = name
         self._remembered: dict[tuple, tuple[SpectralPriorInjector, Tensor]] = {}
 
+    def __deepcopy__(self, memo: dict) -> "_Modulation":
+        """A copy for a deep copy of the model: bound to the copied injector, remembering nothing."""
+        return type(self)(copy.deepcopy(self.injector, memo), self.name)
+
     def _active_prior(self, module: nn.Module, args: tuple) -> tuple[SpectralPriorInjector, Tensor] | None:
         """(injector, z) of the root forward running this block, or None when the block runs bare."""
-        active = _active_priors().get(self.key)
+        active = _active_priors().get(self.injector.key)
         if active is None:  # outside a root forward: a checkpoint re-running this block during backward?
             active = self._recall(args)
         elif module.training and active[1] is not None and not torch.compiler.is_compiling():
@@ -204,6 +209,14 @@ class SpectralPriorInjector(nn.Module):
         self._distill_noise: Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.backbone_signature: dict[str, Any] | None = None  # set when attached: the class and size of the backbone
+
+    def __deepcopy__(self, memo: dict) -> "SpectralPriorInjector":
+        """A deep copy with a key of its own, so that the copy's forwards never read the original's prior."""
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update({name: copy.deepcopy(value, memo) for name, value in self.__dict__.items()})
+        clone.key = uuid.uuid4().hex
+        return clone
 
     def compute_prior(self, condition: Tensor) -> Tensor:
         """The prior vector for one forward: the given one inside :meth:`fixed_prior`, the teacher's inside
@@ -772,7 +785,7 @@ def _attach(model: nn.Module, injector: SpectralPriorInjector) -> None:
     ]
     modules = dict(model.named_modules())
     for name, position in injector.positions.items():
-        hook = HOOKS[position](injector.key, name)
+        hook = HOOKS[position](injector, name)
         register = modules[name].register_forward_hook if position == "output" else modules[name].register_forward_pre_hook
         handles.append(register(hook))
     injector._handles = handles

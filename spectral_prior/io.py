@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,29 +15,48 @@ from torch import Tensor, nn
 from .errors import InvalidInputError, MissingFileError
 
 
-def _file_mode() -> int:
-    """The mode ``open()`` gives new files under the current umask (mkstemp's files are owner-only)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _create_beside(path: Path) -> tuple[Path, int]:
+    """Create a new empty file beside ``path`` with the mode ``open()`` gives under the umask; (its path, its mode)."""
+    for _ in range(100):
+        temporary = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+        try:
+            os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return temporary, os.stat(temporary).st_mode & 0o777
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
-_FILE_MODE = _file_mode()
+def writable_folder(folder: str | os.PathLike, *, what: str = "output") -> Path:
+    """Create ``folder`` (and its parents) if needed and check that files can be written into it; an
+    :class:`InvalidInputError` naming it otherwise (a file in the way, no permission, a read-only file system)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe, _ = _create_beside(folder / "write-check")
+        probe.unlink()
+    except FileExistsError:
+        raise InvalidInputError(f"{what} {str(folder)!r} is a file, not a folder: choose a folder path") from None
+    except OSError as err:
+        raise InvalidInputError(f"cannot write to {what} {str(folder)!r} ({err.strerror}): choose a writable folder") from None
+    return folder
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step, on failure it vanishes.
 
-    Readers therefore see either the old file or the complete new one, never a half-written file.
+    Readers therefore see either the old file or the complete new one, never a half-written file. A folder that
+    cannot be written is an :class:`InvalidInputError` naming it, raised before anything is computed into the file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    if path.is_dir():
+        raise InvalidInputError(f"{str(path)!r} is a folder: cannot write a file there")
+    writable_folder(path.parent, what="folder")
+    temporary, mode = _create_beside(path)
     try:
-        yield Path(temporary)
-        os.chmod(temporary, _FILE_MODE)  # writers such as safetensors may have re-created it owner-only
+        yield temporary
+        os.chmod(temporary, mode)  # writers such as safetensors may have re-created it owner-only
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

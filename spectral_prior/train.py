@@ -464,6 +464,18 @@ def _restore_rng(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+@contextmanager
+def _caller_rng_kept(device: torch.device) -> Iterator[None]:
+    """Inside, training seeds and draws from the global generators; on exit they are the caller's again."""
+    numpy_state = np.random.get_state()
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+
+
 # -- the trainer -------------------------------------------------------------------------------------------------
 
 
@@ -483,7 +495,8 @@ class Trainer:
         self.resume = resume
 
     def fit(self) -> Path:
-        with _process_group(self.processes, self.device):
+        """Train; the caller's global random states (torch's, numpy's, CUDA's) are as they were afterwards."""
+        with _process_group(self.processes, self.device), _caller_rng_kept(self.device):
             return self._fit()
 
     # setup ------------------------------------------------------------------------------------------------------

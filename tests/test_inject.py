@@ -459,6 +459,24 @@ def test_deepcopy_gives_an_independent_injected_model():
         assert not torch.equal(twin(*inputs), model(*inputs))
 
 
+def test_a_deep_copy_has_its_own_key_even_when_run_inside_the_original():
+    """The copy's forward, run from inside the original's (a model holding its own copy), leaves the original's
+    prior alone."""
+    model, inputs = injected("unet")
+    perturb(model)
+    twin = copy.deepcopy(model)
+    assert twin.spectral_prior.key != model.spectral_prior.key
+    with torch.no_grad():
+        expected = model(*inputs)
+
+        def run_the_copy(*_):
+            twin(inputs[0] * 0.5)  # mid-forward of the original: the copy's prior must not replace the original's
+
+        handle = model.down_block.register_forward_hook(run_the_copy)
+        assert torch.equal(model(*inputs), expected)
+        handle.remove()
+
+
 # -- trainable parameters and save / load --------------------------------------------------------------------------
 
 

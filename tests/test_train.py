@@ -329,3 +329,15 @@ def test_stage2a_never_runs_the_backbone(tmp_path, stage1_final, monkeypatch):
     monkeypatch.setattr(train_module.Trainer, "validate", lambda self: float("nan"))  # validation runs the model
     final = train(tiny(tmp_path, stage="stage2a", init=str(stage1_final), steps=2), progress=False)
     assert (final / "model.safetensors").is_file()
+
+
+def test_training_leaves_the_callers_random_state_alone(tmp_path):
+    import numpy as np
+
+    torch.manual_seed(123)
+    np.random.seed(123)
+    expected_torch, expected_numpy = torch.rand(3), np.random.rand(3)
+    torch.manual_seed(123)
+    np.random.seed(123)
+    train(tiny(tmp_path, stage="baseline", steps=1), progress=False)
+    assert torch.equal(torch.rand(3), expected_torch) and np.array_equal(np.random.rand(3), expected_numpy)
