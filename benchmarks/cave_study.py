@@ -24,7 +24,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -42,6 +42,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CAVE = SHARED_DATA / "cave"
 MASK = SHARED_DATA / "mask_256.mat"
 OFFICIAL_BISRNET = SHARED_DATA / "checkpoints" / "bisrnet_simulation.pth"
+OFFICIAL_LICENSE = SHARED_DATA / "checkpoints" / "BiSCI-LICENSE.txt"
 TEST_TILE = 256
 
 BUDGETS: dict[str, dict[str, Any]] = {
@@ -227,46 +228,75 @@ def _card(result: dict[str, Any], study: Study) -> dict[str, str]:
     }
 
 
-def ship(study_name: str, budget: str, out_root: Path, package: Path) -> list[Path]:
-    """Write seed 0's baseline and +SDP models of a finished study into the package's embedded models.
+def _official_card(result: dict[str, Any], study: Study) -> dict[str, str]:
+    """The model card of the untouched official weights: where they come from, their terms and our test scores."""
+    test = result["test"]
+    scenes = "; ".join(f"{name} {m['psnr']:.2f} dB" for name, m in test["scenes"].items())
+    return {
+        "source": f"{study.init.name} of the official BiSCI release (github.com/caiyuanhao1998/BiSCI), the authors' "
+                  "simulation model; the weights unchanged, only stored as safetensors under this library's key names",
+        "terms": "MIT License of the BiSCI repository (its text in LICENSE.txt beside this card); keep that notice",
+        "training data": "the authors': all of CAVE (test scenes of this library's split included) for the KAIST "
+                         "simulation benchmark, 256x256 crops, the TSA-Net mask; so scores on CAVE scenes are not held "
+                         "out for this model",
+        "coded aperture": "mask_256.mat, the TSA-Net / MST toolbox simulation mask; saved beside the model",
+        "test (CAVE balloons, chart_and_stuffed_toy, feathers, oil_painting; 16 quadrants of 256x256, mask_256)":
+            f"PSNR {test['mean']['psnr']:.2f} dB, SSIM {test['mean']['ssim']:.3f}, SAM {test['mean']['sam']:.2f} "
+            f"deg; per scene: {scenes}",
+        "produced by": f"benchmarks/quality.py --study {result['study']} --ship (spectral-prior repository)",
+    }
 
-    ``<backbone>_baseline`` is a bare backbone; ``<backbone>_sdp`` the injected model without its stage-1 teacher;
-    each with its mask and a model card.
+
+def ship(study_name: str, budget: str, out_root: Path, package: Path) -> list[Path]:
+    """Write seed 0's finished arms of a study into the package's embedded models.
+
+    ``<backbone>_official`` holds the untouched starting weights (studies that start from them), ``<backbone>_baseline``
+    a bare backbone, ``<backbone>_sdp`` the injected model without its stage-1 teacher; each with its mask and a model
+    card. Arms whose seed-0 run has not finished are left as they are.
     """
     study = STUDIES[study_name]
     out = out_root / f"{study_name}-{budget}"
     written = []
-    for arm in ("baseline", "sdp"):
-        result = json.loads((out / f"{arm}-seed0.json").read_text())
-        model = sp.load_model(result["final"])
+    for arm in ("official", "baseline", "sdp"):
+        if arm == "official" and study.init is None:
+            continue
+        if arm == "official":
+            result = run_arm(arm, study_name, budget, 0, out)
+        elif (out / f"{arm}-seed0.json").is_file():
+            result = json.loads((out / f"{arm}-seed0.json").read_text())
+        else:
+            print(f"not shipped: {arm} (seed 0 has not finished)")
+            continue
+        model = sp.load_model(result["final"]) if arm != "official" else sp.load_model(study.init,
+                                                                                        backbone=study.backbone)
         target = package / f"{study.backbone}_{arm}"
         shutil.rmtree(target, ignore_errors=True)
-        card = _card(result, study)
-        if arm == "baseline":
-            save_backbone(target, model, name=study.backbone, card=card)
-        else:
+        card = _official_card(result, study) if arm == "official" else _card(result, study)
+        if arm == "sdp":
             injector = sp.get_injector(model)
             injector.prior.drop_teacher()
             injector.save_pretrained(target, backbone=model, backbone_name=study.backbone, card=card)
+        else:
+            save_backbone(target, model, name=study.backbone, card=card)
         save_mask(target, sp.cassi.load_mask(MASK), source="mask_256.mat (TSA-Net / MST toolbox simulation mask)")
+        if arm == "official":
+            shutil.copyfile(OFFICIAL_LICENSE, target / "LICENSE.txt")
         written.append(target)
     return written
 
 
 def main(study_name: str, budget: str, seeds: list[int], out_root: Path, *, variants: list[str] = ("sdp",),
-         report_only: bool = False) -> None:
+         report_only: bool = False, skip: Sequence[str] = ()) -> None:
+    """Train and score every (arm, seed) not in ``skip`` (another process may run those), then tabulate all finished."""
     study = STUDIES[study_name]
     out = out_root / f"{study_name}-{budget}"
-    results = []
     plan = [("official", 0)] if study.init else []
     plan += [(arm, seed) for seed in seeds for arm in ("baseline", *(VARIANTS if report_only else variants))]
     for arm, seed in plan:
-        cached = out / f"{arm}-seed{seed}.json"
-        if report_only:
-            if cached.is_file():
-                results.append(json.loads(cached.read_text()))
-            continue
-        results.append(run_arm(arm, study_name, budget, seed, out))
+        if not report_only and arm not in skip:
+            run_arm(arm, study_name, budget, seed, out)
+    cached = [out / f"{arm}-seed{seed}.json" for arm, seed in plan]
+    results = [json.loads(path.read_text()) for path in cached if path.is_file()]
     if not results:
         print("no finished arms yet")
         return

@@ -168,6 +168,8 @@ def main() -> None:
                         f"procedural: {', '.join(VARIANTS)}; --study: {', '.join(cave_study.VARIANTS)}")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality")
+    parser.add_argument("--skip", nargs="+", default=[], metavar="ARM",
+                        help="with --study: leave these arms (baseline, official or a variant) to another process")
     parser.add_argument("--report-only", action="store_true", help="only tabulate the runs already finished")
     parser.add_argument("--ship", action="store_true", help="with --study: write seed 0's models into the package's "
                         "embedded models (spectral_prior/pretrained)")
@@ -183,7 +185,8 @@ def main() -> None:
         parser.error(f"--budget {args.budget} is not one of --study {args.study}'s: {', '.join(budgets)}")
     if args.study != "procedural":
         variants = args.variants
-        cave_study.main(args.study, args.budget, args.seeds, args.out, variants=variants, report_only=args.report_only)
+        cave_study.main(args.study, args.budget, args.seeds, args.out, variants=variants, report_only=args.report_only,
+                        skip=args.skip)
         if args.ship:
             for folder in cave_study.ship(args.study, args.budget, args.out, PRETRAINED_DIR):
                 print(f"shipped {folder}")

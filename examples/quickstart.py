@@ -1,13 +1,13 @@
-"""Quickstart: one line injects a prior; then the demo compares a bare and a trained SDP backbone.
+"""Quickstart: one line injects a prior; then the demo compares the official, a fine-tuned and an SDP BiSRNet.
 
     python examples/quickstart.py [--data ../shared/data] [--scene cubes/cave_balloons_256.mat] [--quick]
 
 1. A real CAVE scene, measured through the real CASSI mask, reconstructed by the official BiSRNet checkpoint, bare
    and with a Spectral Diffusion Prior injected in one line. That prior is untrained and SPIM starts at zero, so both
    rows are equal by construction: injection never changes a network until it is trained.
-2. ``spectral-prior demo``: the embedded ``bisrnet-baseline`` and ``bisrnet-sdp`` (the official BiSRNet fine-tuned on
-   the CAVE train scenes without and with the prior, at equal budget) on the shipped crop of a CAVE test scene,
-   through the models' own mask, with scores and a figure.
+2. ``spectral-prior demo``: the embedded ``bisrnet-official`` (the authors' weights), ``bisrnet-baseline`` and
+   ``bisrnet-sdp`` (those weights fine-tuned on the CAVE train scenes without and with the prior, at equal budget) on
+   the shipped crop of a CAVE test scene, through the models' own mask, with scores and a figure.
 """
 from __future__ import annotations
 

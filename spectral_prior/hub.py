@@ -58,6 +58,7 @@ PUBLISHED_PRIORS: dict[str, str] = {}
 #: Models shipped as package data (trained on the CAVE train scenes by ``benchmarks/quality.py --study``, seed 0):
 #: name -> folder under ``spectral_prior/pretrained``; no network needed. ``"default"`` is ``"bisrnet-sdp"``.
 EMBEDDED_MODELS: dict[str, str] = {
+    "bisrnet-official": "bisrnet_official",  # the authors' weights, unchanged (MIT; its README)
     "bisrnet-sdp": "bisrnet_sdp",
     "bisrnet-baseline": "bisrnet_baseline",
     "mst_s-sdp": "mst_s_sdp",

@@ -1,6 +1,7 @@
 """SPIM, the Spectral Prior Injector Module: a prior vector -> per-channel scale and shift of a feature map."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .errors import InvalidInputError
@@ -37,7 +38,7 @@ class SPIM(nn.Module):
         scale, shift = self.proj(prior).to(x.dtype).chunk(2, dim=-1)
         broadcast = [prior.shape[0]] + [1] * (x.dim() - 1)
         broadcast[axis] = self.channels
-        return x * (1 + scale.reshape(broadcast)) + shift.reshape(broadcast)
+        return torch.addcmul(shift.reshape(broadcast), x, 1 + scale.reshape(broadcast))  # one pass over x
 
     def extra_repr(self) -> str:
         return f"prior_dim={self.prior_dim}, channels={self.channels}"

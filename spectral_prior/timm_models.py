@@ -26,8 +26,9 @@ pins it) or ``file`` (a directory saved by ``SpectralPriorInjector.save_pretrain
 library's own format, so they are read by :func:`spectral_prior.load_model`, not by timm's state-dict loader. A
 source given in ``pretrained_cfg_overlay`` wins over the registered one. The embedded models of
 :data:`spectral_prior.hub.EMBEDDED_MODELS` are registered with the pretrained tag ``cave`` (``bisrnet_sdp.cave``,
-``bisrnet.cave``, ``mst_s_sdp.cave``, ``mst_s.cave``: trained on the CAVE train scenes). As with every
-timm model, a created model is in training mode; call ``.eval()`` before inference. The models take the CASSI
+``bisrnet.cave``, ``mst_s_sdp.cave``, ``mst_s.cave``: trained on the CAVE train scenes; ``bisrnet.bisci``: the
+official BiSRNet weights). As with every timm model, a created model is in training mode; call ``.eval()`` before
+inference. The models take the CASSI
 inputs of their preset (``model(h, phi)`` for MST), not one image.
 """
 from __future__ import annotations
@@ -113,10 +114,12 @@ def _cfg(backbone: str, with_prior: bool, **sources: Any) -> dict[str, Any]:
 
 
 EMBEDDED_TAG = "cave"  # the embedded models were trained on the CAVE train scenes
+SOURCE_TAGS = {"bisrnet_official": "bisci"}  # embedded folders holding an official release: tagged by its source
 
 
 def _embedded_cfgs() -> dict[str, dict[str, Any]]:
-    """``"<timm name>.cave"`` -> cfg with ``file`` at the packaged directory of each embedded model."""
+    """``"<timm name>.cave"`` (``.bisci`` for the official BiSRNet) -> cfg with ``file`` at the packaged directory of
+    each embedded model."""
     cfgs = {}
     for folder in sorted(set(EMBEDDED_MODELS.values())):
         directory = PRETRAINED_DIR / folder
@@ -128,7 +131,7 @@ def _embedded_cfgs() -> dict[str, dict[str, Any]]:
             continue  # a prior without its backbone's weights cannot make a whole timm model
         with_prior = config["kind"] == "injector"
         variant = backbone + (SDP_SUFFIX if with_prior else "")
-        cfgs[f"{variant}.{EMBEDDED_TAG}"] = _cfg(backbone, with_prior, file=str(directory))
+        cfgs[f"{variant}.{SOURCE_TAGS.get(folder, EMBEDDED_TAG)}"] = _cfg(backbone, with_prior, file=str(directory))
     return cfgs
 
 

@@ -15,8 +15,9 @@ from spectral_prior.hub import EMBEDDED_MODELS, PRETRAINED_DIR
 from spectral_prior.io import load_tensors
 from spectral_prior.saved import load_saved_mask, mask_sha256
 
-EMBEDDED = {"bisrnet-sdp": "bisrnet", "bisrnet-baseline": "bisrnet", "mst_s-sdp": "mst_s", "mst_s-baseline": "mst_s"}
-ROW = re.compile(r"^\| (bare|\+ SDP) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", re.M)
+EMBEDDED = {"bisrnet-official": "bisrnet", "bisrnet-sdp": "bisrnet", "bisrnet-baseline": "bisrnet", "mst_s-sdp": "mst_s", "mst_s-baseline": "mst_s"}
+ROW = re.compile(r"^\| ([\w.-]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", re.M)
+DEMO_MODELS = ["bisrnet-official", "bisrnet-baseline", "bisrnet-sdp"]
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +35,11 @@ def test_the_embedded_models_load_offline_with_their_mask_and_card(name, backbon
     assert torch.equal(load_saved_mask(name), cassi.load_mask(shared_data / "mask_256.mat"))
     assert config["mask"]["sha256"] == mask_sha256(cassi.load_mask(shared_data / "mask_256.mat"))
     card = (folder / "README.md").read_text()
-    for entry in ("training data", "CAVE", "coded aperture", "recipe", "training time", "test (CAVE", "mask_256"):
+    own = ("source", "terms", "not held out") if name == "bisrnet-official" else ("recipe", "training time")
+    for entry in ("training data", "CAVE", "coded aperture", "test (CAVE", "mask_256", *own):
         assert entry in card, entry
+    if name == "bisrnet-official":
+        assert (folder / "LICENSE.txt").read_text().startswith("MIT License")
 
 
 @pytest.mark.parametrize("name", ["bisrnet-sdp", "mst_s-sdp"])
@@ -60,25 +64,27 @@ def test_default_is_bisrnet_sdp_and_injects_into_a_fresh_bisrnet():
         assert torch.equal(mst(h, phi), sp.load_model("mst_s-sdp")(h, phi))
 
 
-def test_demo_on_the_shipped_real_scene_scores_both_models_above_28_db(tmp_path, capsys):
+def test_demo_on_the_shipped_real_scene_scores_three_named_models_above_28_db(tmp_path, capsys):
     figure = tmp_path / "demo.png"
     assert cli.main(["demo", "--output", str(figure)]) == 0
     out = capsys.readouterr().out
     rows = ROW.findall(out)
-    assert [row[0] for row in rows] == ["bare", "+ SDP"]
+    assert [row[0] for row in rows] == DEMO_MODELS
     assert all(float(row[1]) >= 28 for row in rows), out
     assert "CAVE feathers" in out and "256x256" in out
+    assert "bisrnet-official: trained by its authors on all of CAVE, this scene included" in out
     with Image.open(figure) as image:
         image.verify()
         assert image.format == "PNG"
 
 
-def test_demo_quick_prints_both_models_and_writes_a_png(tmp_path, capsys):
+def test_demo_quick_names_the_models_it_was_given_and_writes_a_png(tmp_path, capsys):
     figure = tmp_path / "demo.png"
-    assert cli.main(["demo", "--quick", "--output", str(figure)]) == 0
+    assert cli.main(["demo", "--quick", "--models", "mst_s-sdp", "bisrnet-baseline", "--output", str(figure)]) == 0
     out = capsys.readouterr().out
     rows = ROW.findall(out)
-    assert [row[0] for row in rows] == ["bare", "+ SDP"] and "128x128" in out
+    assert [row[0] for row in rows] == ["mst_s-sdp", "bisrnet-baseline"] and "128x128" in out
+    assert "not held out" not in out
     with Image.open(figure) as image:
         image.verify()
 
@@ -94,7 +100,7 @@ def test_demo_on_a_user_cube_and_mask(tmp_path, capsys):
     assert (tmp_path / "f.png").is_file()
 
 
-def test_demo_on_a_measurement_writes_two_previews(tmp_path):
+def test_demo_on_a_measurement_writes_one_preview_per_model(tmp_path):
     mask = tmp_path / "mask.npy"
     np.save(mask, (np.random.default_rng(0).random((32, 32)) > 0.5).astype("float32"))
     measurement = tmp_path / "meas.npy"
@@ -102,7 +108,7 @@ def test_demo_on_a_measurement_writes_two_previews(tmp_path):
     output = tmp_path / "real.png"
     argv = ["demo", "--measurement", str(measurement), "--mask", str(mask), "--output", str(output)]
     assert cli.main(argv) == 0
-    assert sorted(p.name for p in tmp_path.glob("real-*.png")) == ["real-bare.png", "real-sdp.png"]
+    assert sorted(p.name for p in tmp_path.glob("real-*.png")) == sorted(f"real-{name}.png" for name in DEMO_MODELS)
 
 
 def test_demo_errors_are_one_line(tmp_path, capsys):
@@ -115,3 +121,7 @@ def test_demo_errors_are_one_line(tmp_path, capsys):
     np.save(small, np.ones((16, 16), dtype="float32"))
     assert cli.main(["demo", "--quick", "--mask", str(small), "--output", str(tmp_path / "x.png")]) == 2
     assert "smaller than the scene" in capsys.readouterr().err
+    assert cli.main(["demo", "--models", "bisrnet-sdp", "bisrnet-sdp", "--output", str(tmp_path / "x.png")]) == 2
+    assert "--models lists bisrnet-sdp more than once" in capsys.readouterr().err
+    assert cli.main(["demo", "--output", str(tmp_path)]) == 2
+    assert "is a folder: give the figure's file name" in capsys.readouterr().err

@@ -68,7 +68,7 @@ def test_resolve_prior_source_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for repo in ("owner/name", "spectral-prior/mst_s-sdp", "a.b/c_d@v1.0", "o/n@refs/pr/3", "o/n@" + "f" * 40):
         assert resolve_prior_source(repo) == repo
 
-    with pytest.raises(ValueError, match=r"unknown prior name 'mst_l-sdp'.*name \(bisrnet-baseline, bisrnet-sdp, default, mst_s-baseline, "
+    with pytest.raises(ValueError, match=r"unknown prior name 'mst_l-sdp'.*name \(bisrnet-baseline, bisrnet-official, bisrnet-sdp, default, mst_s-baseline, "
                        r"mst_s-sdp, mst_m-sdp\)"):
         resolve_prior_source("mst_l-sdp")
     for bad in ("", "a/b/c", "./not/here", "owner/", "owner/name@", "-owner/name", "own--er/name", "a b/c"):
@@ -78,7 +78,7 @@ def test_resolve_prior_source_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_unknown_name_lists_the_embedded_and_published_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub, "PUBLISHED_PRIORS", {})
-    with pytest.raises(ValueError, match=r"unknown prior name 'nope': .*published name \(bisrnet-baseline, bisrnet-sdp, "
+    with pytest.raises(ValueError, match=r"unknown prior name 'nope': .*published name \(bisrnet-baseline, bisrnet-official, bisrnet-sdp, "
                        r"default, mst_s-baseline, mst_s-sdp\)"):
         download_prior("nope")
 

@@ -147,6 +147,12 @@ def test_pretrained_is_the_embedded_cave_model(timm: ModuleType, timm_name: str,
     _assert_same_outputs(timm.create_model(f"{timm_name}.cave", pretrained=True), model, timm_name.removesuffix("_sdp"))
 
 
+def test_the_official_bisrnet_is_tagged_by_its_source(timm: ModuleType) -> None:
+    model = timm.create_model("bisrnet.bisci", pretrained=True)
+    assert model.pretrained_cfg["file"] == str(PRETRAINED_DIR / EMBEDDED_MODELS["bisrnet-official"])
+    _assert_same_outputs(model, sp.load_model("bisrnet-official"), "bisrnet")
+
+
 def test_pretrained_cfg_overlay_file_loads_a_saved_directory(timm: ModuleType, saved: Path) -> None:
     model = timm.create_model("mst_s_sdp", pretrained=True, pretrained_cfg_overlay={"file": str(saved)})
     assert model.pretrained_cfg["file"] == str(saved)
