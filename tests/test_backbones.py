@@ -6,6 +6,7 @@ import scipy.io
 import torch
 from safetensors.torch import load_file
 
+from conftest import require_shared
 from spectral_prior.adapters import BiSRNet, bisrnet, load_toolbox_checkpoint, mst_l, mst_m, mst_s
 
 SPECS = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
@@ -14,7 +15,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def read_spec(name: str) -> dict[str, list[int]]:
     spec = {}
-    for line in (SPECS / f"{name}_state_dict.txt").read_text().splitlines():
+    for line in require_shared(SPECS / f"{name}_state_dict.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             key, shape = line.split("\t")
             spec[key] = [int(n) for n in shape.strip("[]").split(",") if n.strip()]
