@@ -110,6 +110,12 @@ class PriorConfig:
     seed: int = 0
     teacher: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("bands", "prior_dim", "hfe_dim", "hfe_depth", "steps", "denoiser_hidden", "denoiser_depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"PriorConfig.{name} must be a positive integer, got {value!r}")
+
 
 class SpectralDiffusionPrior(
     nn.Module,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -167,6 +168,12 @@ class TrainConfig:
         for name in ("steps", "batch", "crop", "checkpoint_every", "val_scenes", "scenes", "scene_size", "mask_size"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.val_every < 0:
+            raise InvalidInputError(f"val_every must be 0 (validate only at the end) or positive, got {self.val_every}")
+        for name in ("lr", "prior_lr"):
+            rate = getattr(self, name)
+            if rate is not None and not (math.isfinite(rate) and rate > 0):
+                raise InvalidInputError(f"{name} must be a positive, finite learning rate, got {rate}")
         if self.precision not in PRECISIONS:
             raise InvalidInputError(f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
         if not 0 <= self.warmup < self.steps:

@@ -131,3 +131,9 @@ def test_a_failed_write_leaves_the_previous_file_intact(prior, tmp_path, monkeyp
         prior.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize("field, value", [("prior_dim", 0), ("steps", -1), ("hfe_dim", 2.5), ("bands", True)])
+def test_a_config_with_a_size_below_one_is_refused_by_name(field, value):
+    with pytest.raises(ValueError, match=rf"PriorConfig.{field} must be a positive integer, got {value!r}"):
+        sp.PriorConfig(**{field: value})

@@ -181,6 +181,10 @@ def test_bad_inputs_are_clear_errors(tmp_path, stage1_final):
         (dict(backbone="bisrnet", stage="stage2b", init=str(stage1_final)), ValueError, "holds a 'mst_s' checkpoint"),
         (dict(stage="baseline", init=str(stage1_final)), ValueError, "injected model"),
         (dict(prior={"width": 3}), ValueError, "unknown prior fields"),
+        (dict(val_every=-1), ValueError, r"val_every must be 0 \(validate only at the end\) or positive, got -1"),
+        (dict(lr=-1.0), ValueError, "lr must be a positive, finite learning rate, got -1.0"),
+        (dict(lr=float("nan")), ValueError, "lr must be a positive, finite learning rate, got nan"),
+        (dict(prior_lr=0.0), ValueError, "prior_lr must be a positive, finite learning rate, got 0.0"),
     ]
     for changes, error, message in cases:
         with pytest.raises(error, match=message):
