@@ -198,10 +198,16 @@ def scene_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _test_entry(test: dict[str, Any]) -> dict[str, str]:
+    """A model card's line on the test split: mean and per-scene scores."""
+    scenes = "; ".join(f"{name} {m['psnr']:.2f} dB" for name, m in test["scenes"].items())
+    return {"test (CAVE balloons, chart_and_stuffed_toy, feathers, oil_painting; 16 quadrants of 256x256, mask_256)":
+            f"PSNR {test['mean']['psnr']:.2f} dB, SSIM {test['mean']['ssim']:.3f}, SAM {test['mean']['sam']:.2f} "
+            f"deg; per scene: {scenes}"}
+
+
 def _card(result: dict[str, Any], study: Study) -> dict[str, str]:
     """The model card entries of a shipped arm: data, split, mask, recipe, steps, time and its test table."""
-    test = result["test"]
-    scenes = "; ".join(f"{name} {m['psnr']:.2f} dB" for name, m in test["scenes"].items())
     start = "the official BiSRNet checkpoint (caiyuanhao1998/BiSCI, MIT)" if study.init else "random initialisation"
     recipe = ("stage 1 {stage1}, stage 2a {stage2a}, stage 2b {stage2b} steps".format(**result["steps"])
               if isinstance(result["steps"], dict) else f"{result['steps']} steps without a prior")
@@ -216,9 +222,7 @@ def _card(result: dict[str, Any], study: Study) -> dict[str, str]:
                   + f", {backbone_schedule(study.backbone)} schedule; seed {result['seed']} (fixed in advance, not "
                   "chosen on the test scenes)",
         "training time": f"{result['train_seconds'] / 60:.0f} min of optimisation steps on 1 CPU thread",
-        "test (CAVE balloons, chart_and_stuffed_toy, feathers, oil_painting; 16 quadrants of 256x256, mask_256)":
-            f"PSNR {test['mean']['psnr']:.2f} dB, SSIM {test['mean']['ssim']:.3f}, SAM {test['mean']['sam']:.2f} "
-            f"deg; per scene: {scenes}",
+        **_test_entry(result["test"]),
         "caveat": f"a 2-core CPU budget ({study.steps[result['budget']]} backbone steps of {result['crop']}x"
                   f"{result['crop']} crops), far from the MST toolbox's GPU training (300k steps of 256x256 crops); "
                   "CAVE only (no KAIST here), and the official BiSRNet was trained by its authors on all of CAVE, test "
@@ -230,8 +234,6 @@ def _card(result: dict[str, Any], study: Study) -> dict[str, str]:
 
 def _official_card(result: dict[str, Any], study: Study) -> dict[str, str]:
     """The model card of the untouched official weights: where they come from, their terms and our test scores."""
-    test = result["test"]
-    scenes = "; ".join(f"{name} {m['psnr']:.2f} dB" for name, m in test["scenes"].items())
     return {
         "source": f"{study.init.name} of the official BiSCI release (github.com/caiyuanhao1998/BiSCI), the authors' "
                   "simulation model; the weights unchanged, only stored as safetensors under this library's key names",
@@ -240,9 +242,7 @@ def _official_card(result: dict[str, Any], study: Study) -> dict[str, str]:
                          "simulation benchmark, 256x256 crops, the TSA-Net mask; so scores on CAVE scenes are not held "
                          "out for this model",
         "coded aperture": "mask_256.mat, the TSA-Net / MST toolbox simulation mask; saved beside the model",
-        "test (CAVE balloons, chart_and_stuffed_toy, feathers, oil_painting; 16 quadrants of 256x256, mask_256)":
-            f"PSNR {test['mean']['psnr']:.2f} dB, SSIM {test['mean']['ssim']:.3f}, SAM {test['mean']['sam']:.2f} "
-            f"deg; per scene: {scenes}",
+        **_test_entry(result["test"]),
         "produced by": f"benchmarks/quality.py --study {result['study']} --ship (spectral-prior repository)",
     }
 
@@ -257,18 +257,16 @@ def ship(study_name: str, budget: str, out_root: Path, package: Path) -> list[Pa
     study = STUDIES[study_name]
     out = out_root / f"{study_name}-{budget}"
     written = []
-    for arm in ("official", "baseline", "sdp"):
-        if arm == "official" and study.init is None:
-            continue
+    for arm in ("official", "baseline", "sdp") if study.init else ("baseline", "sdp"):
         if arm == "official":
             result = run_arm(arm, study_name, budget, 0, out)
+            model = sp.load_model(study.init, backbone=study.backbone)
         elif (out / f"{arm}-seed0.json").is_file():
             result = json.loads((out / f"{arm}-seed0.json").read_text())
+            model = sp.load_model(result["final"])
         else:
             print(f"not shipped: {arm} (seed 0 has not finished)")
             continue
-        model = sp.load_model(result["final"]) if arm != "official" else sp.load_model(study.init,
-                                                                                        backbone=study.backbone)
         target = package / f"{study.backbone}_{arm}"
         shutil.rmtree(target, ignore_errors=True)
         card = _official_card(result, study) if arm == "official" else _card(result, study)

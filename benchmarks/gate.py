@@ -15,8 +15,9 @@ random crops of the 12 CAVE train scenes through ``mask_256.mat`` (stage 1 of ``
 
 The ``teacher`` run is scored three ways: through its teacher (``teacher``), with each crop modulated by the teacher's
 vector of another crop (``control-b``), and through its untrained student (``teacher-trained backbone, untrained
-student's vector``: what the backbone trained beside a teacher gives without the teacher's information). The gate (issue "The prior pays"): the teacher must beat control (a) by at least +0.3 dB on each seed,
-on validation crops of the train scenes (the central 256x256 crop of each). Test-split scores (16 quadrants) are
+student's vector``: what the backbone trained beside a teacher gives without the teacher's information). The gate
+(issue "The prior pays"): the teacher must beat control (a) by at least +0.3 dB on each seed, on validation crops of
+the train scenes (the central 256x256 crop of each). Test-split scores (16 quadrants) are
 reported beside them and select nothing. Each finished arm is cached as JSON; runs resume from their checkpoints.
 """
 from __future__ import annotations

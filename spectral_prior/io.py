@@ -27,18 +27,25 @@ def _create_beside(path: Path) -> tuple[Path, int]:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def writable_folder(folder: str | os.PathLike, *, what: str = "output") -> Path:
-    """Create ``folder`` (and its parents) if needed and check that files can be written into it; an
-    :class:`InvalidInputError` naming it otherwise (a file in the way, no permission, a read-only file system)."""
-    folder = Path(folder)
+@contextmanager
+def _writing_into(folder: Path, what: str) -> Iterator[None]:
+    """Turn the OSError of creating ``folder`` or a file in it into an :class:`InvalidInputError` naming it."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe, _ = _create_beside(folder / "write-check")
-        probe.unlink()
+        yield
     except FileExistsError:
         raise InvalidInputError(f"{what} {str(folder)!r} is a file, not a folder: choose a folder path") from None
     except OSError as err:
         raise InvalidInputError(f"cannot write to {what} {str(folder)!r} ({err.strerror}): choose a writable folder") from None
+
+
+def writable_folder(folder: str | os.PathLike, *, what: str = "output") -> Path:
+    """Create ``folder`` (and its parents) if needed and check that files can be written into it; an
+    :class:`InvalidInputError` naming it otherwise (a file in the way, no permission, a read-only file system)."""
+    folder = Path(folder)
+    with _writing_into(folder, what):
+        folder.mkdir(parents=True, exist_ok=True)
+        probe, _ = _create_beside(folder / "write-check")
+    probe.unlink()
     return folder
 
 
@@ -52,8 +59,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise InvalidInputError(f"{str(path)!r} is a folder: cannot write a file there")
-    writable_folder(path.parent, what="folder")
-    temporary, mode = _create_beside(path)
+    with _writing_into(path.parent, "folder"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary, mode = _create_beside(path)  # creating it is the writability check
     try:
         yield temporary
         os.chmod(temporary, mode)  # writers such as safetensors may have re-created it owner-only

@@ -28,8 +28,7 @@ source given in ``pretrained_cfg_overlay`` wins over the registered one. The emb
 :data:`spectral_prior.hub.EMBEDDED_MODELS` are registered with the pretrained tag ``cave`` (``bisrnet_sdp.cave``,
 ``bisrnet.cave``, ``mst_s_sdp.cave``, ``mst_s.cave``: trained on the CAVE train scenes; ``bisrnet.bisci``: the
 official BiSRNet weights). As with every timm model, a created model is in training mode; call ``.eval()`` before
-inference. The models take the CASSI
-inputs of their preset (``model(h, phi)`` for MST), not one image.
+inference. The models take the CASSI inputs of their preset (``model(h, phi)`` for MST), not one image.
 """
 from __future__ import annotations
 

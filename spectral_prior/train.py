@@ -472,15 +472,13 @@ def _restore_rng(states: dict[str, Any]) -> None:
 
 
 @contextmanager
-def _caller_rng_kept(device: torch.device) -> Iterator[None]:
+def _caller_rng_kept() -> Iterator[None]:
     """Inside, training seeds and draws from the global generators; on exit they are the caller's again."""
-    numpy_state = np.random.get_state()
-    devices = [device] if device.type == "cuda" else []
+    states = _rng_states()
     try:
-        with torch.random.fork_rng(devices=devices):
-            yield
+        yield
     finally:
-        np.random.set_state(numpy_state)
+        _restore_rng(states)
 
 
 # -- the trainer -------------------------------------------------------------------------------------------------
@@ -503,7 +501,7 @@ class Trainer:
 
     def fit(self) -> Path:
         """Train; the caller's global random states (torch's, numpy's, CUDA's) are as they were afterwards."""
-        with _process_group(self.processes, self.device), _caller_rng_kept(self.device):
+        with _process_group(self.processes, self.device), _caller_rng_kept():
             return self._fit()
 
     # setup ------------------------------------------------------------------------------------------------------
