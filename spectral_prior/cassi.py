@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import check_finite, check_unit_range
 from .errors import (
     InvalidInputError,
     MissingFileError,
@@ -66,11 +67,6 @@ def _check_dims(x: Tensor, name: str, layout: str) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != len(layout.split(",")):
         raise InvalidInputError(f"{name} must have shape [{layout}], got {_shape(x)} ({x.dim()} dims)")
-
-
-def _check_finite(x: Tensor, name: str) -> None:
-    if not torch.isfinite(x).all():
-        raise InvalidInputError(f"{name} must be finite, but it contains NaN or Inf values")
 
 
 def _check_step(step: int) -> None:
@@ -202,7 +198,7 @@ def load_mask(source: MaskSource, key: str | None = None) -> Tensor:
         raise TypeError(f"mask source must be a path, numpy array or tensor, got {type(source).__name__}")
     if mask.dim() != 2:
         raise InvalidInputError(f"the mask must be 2-D [H, W], got shape {_shape(mask)}")
-    _check_finite(mask, "the mask")
+    check_finite(mask, name="the mask")
     low, high = mask.min().item(), mask.max().item()
     if low < 0 or high > 1:
         raise InvalidInputError(
@@ -246,7 +242,7 @@ def measure(cube: Tensor, mask3d: Tensor, step: int = STEP) -> Tensor:
     ``mask3d`` is [B, C, H, W] or [1, C, H, W] (shared by the batch).
     """
     _check_dims(cube, "cube", "B, C, H, W")
-    _check_finite(cube, "cube")
+    check_finite(cube, name="cube")
     _check_mask3d(mask3d, _shape(cube), against="cube")
     return shift(mask3d * cube, step).sum(dim=1)
 
@@ -259,7 +255,7 @@ def measurement_to_input(y: Tensor, mask3d: Tensor, setting: str = "H", step: in
     """
     _check_setting(setting, INPUT_SETTINGS, "input setting")
     _check_dims(y, "y", "B, H, W'")
-    _check_finite(y, "the measurement y")
+    check_finite(y, name="the measurement y")
     _check_dims(mask3d, "mask3d", "B, C, H, W")
     bands = mask3d.shape[1]
     width = _unshifted_width(y.shape[-1], bands, step)
@@ -299,8 +295,12 @@ def simulate(
 ) -> Tuple[Tensor, MaskInput]:
     """Measure ``cube`` [B, C, H, W] and return ``(network input, mask input)`` for the given settings.
 
-    The mask input is expanded (not copied) to the cube's batch.
+    The mask input is expanded (not copied) to the cube's batch. A cube far outside [0, 1] (8-bit data) is refused:
+    networks are trained and scored on cubes in [0, 1].
     """
+    _check_dims(cube, "cube", "B, C, H, W")
+    check_finite(cube, name="cube")
+    check_unit_range(cube, name="cube", fix="divide it by its full scale (255 for 8-bit data) before simulating it")
     _check_setting(input_setting, INPUT_SETTINGS, "input setting")
     _check_setting(mask_setting, MASK_SETTINGS, "mask setting")
     y = measure(cube, mask3d, step)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
-from .adapters.layers import check_finite
+from .checks import check_finite
 from .errors import InvalidInputError
 
 UNSHUFFLE = 4

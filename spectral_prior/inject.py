@@ -598,7 +598,7 @@ def inject_prior(
     from .hub import check_hub_options
 
     check_hub_options(hub_kwargs, "inject_prior")
-    drop_stale_compiled_code()  # before the probe forward, whose hooks compiled code would not run either
+    drop_stale_compiled_code(model)  # before the probe forward, whose hooks compiled code would not run either
     if hasattr(model, INJECTOR_NAME):
         if not replace:
             raise InvalidInputError("this model already has a prior injected; call remove_prior(model) or pass replace=True")
@@ -763,17 +763,23 @@ def _check_backbone_signature(saved: Mapping[str, Any], model: nn.Module, direct
         )
 
 
-def drop_stale_compiled_code() -> None:
-    """Make code compiled before the hooks changed trace them again.
+def drop_stale_compiled_code(model: nn.Module) -> None:
+    """Make code compiled for ``model``'s module classes trace its hooks again; other compiled code is kept.
 
-    ``torch.compile`` does not guard on nn-module hooks (``torch._dynamo.config.skip_nnmodule_hook_guards``), so a
-    model compiled before :func:`inject_prior` (``model.compile()`` or ``torch.compile(model)``) would keep running
-    bare, and one compiled before :func:`remove_prior` would keep modulating. When anything has been compiled in this
-    process, injection and removal therefore clear dynamo's caches: compiled functions recompile on their next call.
+    ``torch.compile`` does not guard on nn-module hooks (``torch._dynamo.config.skip_nnmodule_hook_guards``), and it
+    caches compiled code per ``forward`` of a class, shared by every instance. Code compiled before :func:`inject_prior`
+    (``model.compile()``, ``torch.compile(model)``, or another model of the same class) would run this model bare, and
+    code compiled before :func:`remove_prior` would keep modulating. Injection and removal therefore drop the compiled
+    code of the ``forward`` of every class in ``model``: those recompile on their next call. Code compiled for a
+    module that contains ``model`` (an outer wrapper) is not seen: compile that after injecting.
     """
     dynamo = sys.modules.get("torch._dynamo")
-    if dynamo is not None and dynamo.utils.counters["frames"]["ok"]:
-        dynamo.reset()
+    if dynamo is None:
+        return
+    for cls in {type(module) for module in model.modules()}:
+        forward = getattr(cls.forward, "__code__", None)
+        if forward is not None:
+            dynamo.reset_code(forward)
 
 
 def _attach(model: nn.Module, injector: SpectralPriorInjector) -> None:
@@ -800,7 +806,7 @@ def remove_prior(model: nn.Module) -> nn.Module:
         handle.remove()
     injector._handles = []
     delattr(model, INJECTOR_NAME)
-    drop_stale_compiled_code()
+    drop_stale_compiled_code(model)
     return model
 
 

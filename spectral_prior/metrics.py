@@ -1,16 +1,19 @@
 """Image-quality metrics of hyperspectral reconstruction, with the MST toolbox's definitions.
 
 Every metric takes ``img`` and ``ref`` of the same shape, either one cube [C, H, W] (the result is a 0-d tensor)
-or a batch [B, C, H, W] (the result is [B], one value per cube). Values are expected in [0, 1].
+or a batch [B, C, H, W] (the result is [B], one value per cube). Values are expected in [0, 1]: PSNR and SSIM
+refuse data far outside it unless told its ``data_range`` (255 for 8-bit data), which they then scale to [0, 1].
 """
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .checks import check_finite, check_unit_range
 from .errors import InvalidInputError
 
 __all__ = ["psnr", "ssim", "sam"]
@@ -31,9 +34,7 @@ def _as_batch(img: Tensor, ref: Tensor) -> Tuple[Tensor, Tensor, bool]:
     if img.dim() not in (3, 4):
         raise InvalidInputError(f"expected [C, H, W] or [B, C, H, W] tensors, got shape {list(img.shape)}")
     for name, x in (("img", img), ("ref", ref)):
-        if not torch.isfinite(x).all():
-            bad = int((~torch.isfinite(x)).sum())
-            raise InvalidInputError(f"{name} holds {bad} NaN or infinite values: a score of it would be meaningless")
+        check_finite(x, name=name)
     batched = img.dim() == 4
     return (img, ref, True) if batched else (img.unsqueeze(0), ref.unsqueeze(0), False)
 
@@ -42,19 +43,31 @@ def _unbatch(values: Tensor, batched: bool) -> Tensor:
     return values if batched else values.squeeze(0)
 
 
+def _in_unit_range(img: Tensor, ref: Tensor, data_range: float | None) -> Tuple[Tensor, Tensor]:
+    """The pair scaled from [0, ``data_range``] to [0, 1]; without ``data_range``, checked to be in [0, 1]."""
+    if data_range is None:
+        for name, x in (("img", img), ("ref", ref)):
+            check_unit_range(x, name=name, fix="pass data_range= the data's full scale (255 for 8-bit data)")
+        return img, ref
+    if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
+        raise InvalidInputError(f"data_range must be a positive number (the data's full scale), got {data_range!r}")
+    return img / data_range, ref / data_range
+
+
 def _working_dtype(img: Tensor, ref: Tensor) -> torch.dtype:
     """The pair's common floating dtype, at least float32."""
     return torch.promote_types(torch.result_type(img, ref), torch.float32)
 
 
-def psnr(img: Tensor, ref: Tensor) -> Tensor:
+def psnr(img: Tensor, ref: Tensor, *, data_range: float | None = None) -> Tensor:
     """Peak signal-to-noise ratio in dB, as the MST toolbox's ``torch_psnr``.
 
     Both inputs are scaled by 256 and rounded; the PSNR with peak 255 is taken per band and averaged over bands.
     Computed and returned in float64. A band reconstructed exactly has infinite PSNR, so identical inputs (or any
-    exact band) give ``inf``.
+    exact band) give ``inf``. Data in [0, ``data_range``] is first scaled to [0, 1].
     """
     img, ref, batched = _as_batch(img, ref)
+    img, ref = _in_unit_range(img, ref, data_range)
     img = (img.double() * 256).round()
     ref = (ref.double() * 256).round()
     mse = (img - ref).square().mean(dim=(-2, -1))  # [B, C]
@@ -78,16 +91,16 @@ def _gaussian_blur(x: Tensor) -> Tensor:
     return F.conv2d(x, gauss[:, :, None, :], padding=(0, pad), groups=channels)
 
 
-def ssim(img: Tensor, ref: Tensor) -> Tensor:
+def ssim(img: Tensor, ref: Tensor, *, data_range: float | None = None) -> Tensor:
     """Structural similarity, as the MST toolbox's ``ssim_torch`` (inputs are not rounded).
 
     Gaussian window 11x11 with sigma 1.5, applied per band with zero padding (as two separable 1-D passes, equal
     to the toolbox's 2-D convolution up to rounding); the SSIM map is averaged over bands and pixels. Computed in
-    float32, or float64 if either input is float64.
+    float32, or float64 if either input is float64. Data in [0, ``data_range``] is first scaled to [0, 1].
     """
     img, ref, batched = _as_batch(img, ref)
     dtype = _working_dtype(img, ref)
-    img, ref = img.to(dtype), ref.to(dtype)
+    img, ref = _in_unit_range(img.to(dtype), ref.to(dtype), data_range)
     bands = img.shape[1]
     # One depthwise filtering gives the local means of x, y, x^2, y^2 and x*y for every band.
     local = _gaussian_blur(torch.cat([img, ref, img * img, ref * ref, img * ref], dim=1))

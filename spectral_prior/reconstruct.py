@@ -14,6 +14,7 @@ mask.mat --output OUT`` writes ``OUT/cube.safetensors`` (``cube`` [28, H, W] and
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from . import cassi
 from .adapters.registry import backbone_preset
+from .checks import check_finite, check_unit_range
 from .commands import (
     add_mask_key_argument,
     add_model_arguments,
@@ -98,10 +100,21 @@ def _check_geometry(measurement: Tensor, mask2d: Tensor, bands: int, step: int) 
         )
 
 
-def prepare_measurement(measurement: Tensor, *, peak: float = TOOLBOX_PEAK) -> Tensor:
-    """The toolbox's real-data normalisation: clip to [0, 1], then scale so the maximum is ``peak``."""
+def prepare_measurement(measurement: Tensor, *, peak: float = TOOLBOX_PEAK, scale: Optional[float] = None) -> Tensor:
+    """The toolbox's real-data normalisation: clip to [0, 1], then scale so the maximum is ``peak``.
+
+    A measurement in another scale (sensor counts) is divided by its full ``scale`` first (255 for 8-bit counts);
+    without ``scale``, one far outside [0, 1] is refused, since clipping it would saturate it.
+    """
     if not peak > 0:
         raise InvalidInputError(f"peak must be positive, got {peak}")
+    if scale is not None:
+        if not (math.isfinite(scale) and scale > 0):
+            raise InvalidInputError(f"scale must be the measurement's full scale, a positive number (255 for 8-bit counts), "
+                                    f"got {scale}")
+        measurement = measurement / scale
+    check_finite(measurement, name="the measurement")
+    check_unit_range(measurement, name="the measurement", fix="give its full scale, the scale option (255 for 8-bit counts)")
     clipped = measurement.clamp(0.0, 1.0)
     top = clipped.max()
     if top <= 0:
@@ -117,15 +130,16 @@ def reconstruct_measurement(
     input_setting: str,
     mask_setting: str,
     peak: float = TOOLBOX_PEAK,
+    scale: Optional[float] = None,
     bands: int = cassi.BANDS,
     step: int = cassi.STEP,
     device: Optional[Union[str, torch.device]] = None,
 ) -> Tensor:
     """Reconstruct a cube [bands, H, W] in [0, 1] (float32, on the CPU) from a measurement [H, W'] and its mask.
 
-    The measurement is normalised by :func:`prepare_measurement` (see the module docstring for why its 'H' input
-    is the ``shift_back`` of the normalised measurement), the mask ``mask2d`` [H, W] must fit it exactly
-    (W' = W + (bands - 1) * step), and the model runs in eval mode under ``torch.no_grad`` on ``device`` (default:
+    The measurement is normalised by :func:`prepare_measurement`, with ``scale`` and ``peak`` (see the module
+    docstring for why its 'H' input is the ``shift_back`` of the normalised measurement), the mask ``mask2d`` [H, W]
+    must fit it exactly (W' = W + (bands - 1) * step), and the model runs in eval mode under ``torch.no_grad`` on ``device`` (default:
     the model's), its mode restored afterwards. ``input_setting`` / ``mask_setting`` are the backbone's
     (``backbone_preset(name).input_setting`` / ``.mask_setting``).
     """
@@ -136,7 +150,7 @@ def reconstruct_measurement(
     _check_geometry(measurement, mask2d, bands, step)
     if device is None:
         device = next(model.parameters(), torch.empty(0)).device
-    y = prepare_measurement(measurement, peak=peak) * (bands / 2)  # measurement_to_input divides by bands / 2
+    y = prepare_measurement(measurement, peak=peak, scale=scale) * (bands / 2)  # measurement_to_input divides by bands / 2
     mask3d = cassi.mask3d(mask2d.to(device), bands)
     net_input = cassi.measurement_to_input(y.unsqueeze(0).to(device), mask3d, input_setting, step)
     mask_input = cassi.mask_input(mask3d, mask_setting, step)
@@ -177,6 +191,7 @@ def reconstruct_command(args: argparse.Namespace) -> Path:
             raise
         raise InvalidInputError(f"{err} (the mask saved with {args.checkpoint}: a real measurement needs the mask of the "
                          "camera that took it, pass --mask)") from err
+    prepare_measurement(measurement, peak=args.peak, scale=args.scale)  # its range, before the (slow) model load
     model, backbone = load_model_and_backbone(args.checkpoint, args.backbone)
     preset = backbone_preset(backbone)
     cube = reconstruct_measurement(
@@ -186,6 +201,7 @@ def reconstruct_command(args: argparse.Namespace) -> Path:
         input_setting=preset.input_setting,
         mask_setting=preset.mask_setting,
         peak=args.peak,
+        scale=args.scale,
     )
     output = save_cube(args.output, cube)
     save_preview(output / "preview.png", cube)
@@ -201,6 +217,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", help="the coded aperture [H, W] it was taken with (.mat, .npy or .safetensors; "
                         "default: the mask saved with --checkpoint)")
     add_mask_key_argument(parser)
+    parser.add_argument("--scale", type=float, help="the measurement's full scale, by which it is divided first "
+                        "(255 for 8-bit counts, 4095 for 12-bit); needed when its values are not in [0, 1]")
     parser.add_argument("--peak", type=float, default=TOOLBOX_PEAK,
                         help=f"the measurement's maximum after normalisation (default {TOOLBOX_PEAK}, the toolbox's)")
     parser.add_argument("--output", required=True, help="folder for cube.safetensors, cube.mat and preview.png")

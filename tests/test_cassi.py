@@ -179,7 +179,7 @@ def test_load_mask_errors(tmp_path):
         load_mask(tmp_path / "m.mat", key="Phi")
     with pytest.raises(ValueError, match=r"2-D \[H, W\], got shape \[2, 3, 4\]"):
         load_mask(np.ones((2, 3, 4)))
-    with pytest.raises(ValueError, match="NaN or Inf"):
+    with pytest.raises(ValueError, match="NaN or infinite"):
         load_mask(np.array([[1.0, np.nan]]))
     with pytest.raises(TypeError, match="path, numpy array or tensor"):
         load_mask([[1.0, 0.0]])
@@ -305,11 +305,11 @@ def test_wrong_number_of_dims():
 def test_non_finite_values(bad):
     cube = torch.rand(1, BANDS, 8, 8)
     cube[0, 3, 2, 2] = bad
-    with pytest.raises(ValueError, match="cube must be finite"):
+    with pytest.raises(ValueError, match="cube holds 1 NaN"):
         measure(cube, rand_mask3d(BANDS, 8, 8))
     y = torch.rand(1, 8, 62)
     y[0, 0, 5] = bad
-    with pytest.raises(ValueError, match="measurement y must be finite"):
+    with pytest.raises(ValueError, match="measurement y holds .* NaN"):
         measurement_to_input(y, rand_mask3d(BANDS, 8, 8))
 
 
@@ -350,3 +350,11 @@ def test_unknown_settings_and_steps():
         simulate(torch.rand(1, BANDS, 8, 8), m3d, input_setting="HMM")
     with pytest.raises(ValueError, match="step must be a positive int, got 0"):
         shift(torch.rand(1, 2, 3, 3), step=0)
+
+
+def test_a_cube_far_outside_the_unit_range_is_not_simulated():
+    """simulate makes training and test data (cubes in [0, 1]); measure is the linear operator, for any values."""
+    cube = torch.rand(1, BANDS, 8, 8)
+    with pytest.raises(ValueError, match=r"cube ranges over .*values in \[0, 1\] are expected; divide it by its full scale"):
+        simulate(cube * 255, rand_mask3d(BANDS, 8, 8))
+    simulate(cube * 1.3, rand_mask3d(BANDS, 8, 8))  # slack for noise and overshoot

@@ -553,6 +553,40 @@ class _TwoConvs(torch.nn.Module):
         return self.dec(self.enc(x))
 
 
+class _Other(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).relu()
+
+
+def test_injection_recompiles_the_models_own_classes_only():
+    """Code compiled for another model of the same class is not reused bare; other classes' code is kept."""
+    compilations = []
+
+    def counting_backend(graph, example_inputs):
+        compilations.append(graph)
+        return graph.forward
+
+    x, other_input = torch.rand(1, 4, 8, 8), torch.rand(2, 3)
+    other, first, second = _Other(), _TwoConvs().eval(), _TwoConvs().eval()
+    run_other, run_first = torch.compile(other, backend=counting_backend), torch.compile(first, backend=counting_backend)
+    with torch.no_grad():
+        run_other(other_input), run_first(x)
+        assert len(compilations) == 2
+        sp.inject_prior(second, ["enc"], prior_dim=8, example_inputs=(x,))
+        for p in sp.get_injector(second).spims.parameters():
+            p.normal_()
+        eager = second(x)
+        assert torch.allclose(torch.compile(second, backend=counting_backend)(x), eager)
+        traced = len(compilations)
+        assert traced > 2  # the injected model was traced again, with its hooks
+        run_other(other_input)
+        assert len(compilations) == traced  # _Other's compiled code survived the injection
+
+
 @pytest.mark.parametrize("compiled", ["torch.compile(model)", "model.compile()"])
 def test_a_model_compiled_before_injection_runs_the_prior_and_runs_bare_after_removal(compiled):
     """torch.compile does not guard on hooks: injection and removal must not leave stale compiled code running."""

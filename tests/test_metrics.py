@@ -210,3 +210,17 @@ def test_non_finite_inputs_are_refused(metric):
         metric(bad, ref)
     with pytest.raises(ValueError, match="ref holds 2 NaN"):
         metric(ref, bad)
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_data_outside_the_unit_range_needs_its_data_range(metric):
+    """0..255 data gave -40 dB: refused by name, and scored as its [0, 1] version once data_range is given."""
+    ref = torch.rand(4, 16, 16)
+    img = (ref + 0.05 * torch.randn_like(ref)).clamp(0, 1)
+    with pytest.raises(ValueError, match=r"ref ranges over \[.*\] \(8-bit counts\?\), but values in \[0, 1\] are expected; "
+                       "pass data_range="):
+        metric(img, ref * 255)
+    assert torch.allclose(metric(img * 255, ref * 255, data_range=255), metric(img, ref), atol=1e-6)
+    assert metric(img * 1.2, ref) is not None  # a network's overshoot is scored, not refused
+    with pytest.raises(ValueError, match="data_range must be a positive number"):
+        metric(img, ref, data_range=0)

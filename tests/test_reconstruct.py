@@ -117,3 +117,22 @@ def test_real_measurement_crop(shared_data):
     )
     assert cube.shape == (28, 256, 256) and torch.isfinite(cube).all()
     assert 0 <= cube.min() and cube.max() <= 1 and cube.std() > 0
+
+
+def test_a_measurement_in_sensor_counts_is_refused_unless_its_scale_is_given(tiny_system, tmp_path):
+    """Clipping 8-bit counts to [0, 1] would saturate the measurement: refused before the model loads; --scale 255."""
+    measurement, mask = tiny_system
+    counts = np.round(scipy.io.loadmat(measurement)["meas_real"] * 255).astype(np.uint8)
+    scipy.io.savemat(tmp_path / "counts.mat", {"meas_real": counts})
+    common = ("--backbone", "mst_s", "--random-weights", "--measurement", tmp_path / "counts.mat", "--mask", mask)
+    status, _, stderr = _reconstruct(*common, "--output", tmp_path / "refused")
+    assert status == 2 and stderr.count("\n") == 1
+    assert "the measurement ranges over [0, 255] (8-bit counts?), but values in [0, 1] are expected" in stderr
+    assert "its full scale, the scale option (255 for 8-bit counts)" in stderr and not (tmp_path / "refused").exists()
+    status, _, stderr = _reconstruct(*common, "--scale", "255", "--output", tmp_path / "scaled", "--device", "cpu")
+    assert status == 0, stderr
+    with pytest.raises(ValueError, match="scale must be the measurement's full scale, a positive number"):
+        prepare_measurement(torch.ones(2, 2), scale=0)
+    reading = torch.rand(8, 62)
+    assert torch.allclose(prepare_measurement(reading * 4095, scale=4095), prepare_measurement(reading))
+    assert torch.equal(prepare_measurement(reading * 1.2), prepare_measurement((reading * 1.2).clamp(0, 1)))

@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_finite
 from ..errors import InvalidInputError
 
 
@@ -43,16 +44,6 @@ def check_cube(x: Tensor, *, name: str, bands: int, multiple: int) -> None:
             f"crop or pad the scene to a multiple of {multiple}"
         )
     check_finite(x, name=name)
-
-
-def check_finite(x: Tensor, *, name: str) -> None:
-    """Raise a ValueError if ``x`` holds NaN or Inf.
-
-    Skipped while ``torch.compile`` or ``torch.export`` traces the model: the check is a data-dependent branch, which
-    a traced graph cannot hold (an exported program is checked by its caller).
-    """
-    if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
-        raise InvalidInputError(f"{name} contains NaN or Inf values")
 
 
 def check_shape(x: Tensor, *, name: str, expected: Sequence[int], hint: str = "") -> None:
