@@ -4,13 +4,14 @@ A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` 
 (bad path, bad value, missing extra, a prior that cannot be downloaded: a
 :class:`~spectral_prior.errors.SpectralPriorError`) raised by ``run`` ends the command with one line on stderr,
 ``spectral-prior COMMAND: error: ...``, and exit status 2, as argparse does for bad options. Any other exception is
-a bug, and shows its traceback.
+a bug, and shows its traceback. A warning is one line too, ``spectral-prior COMMAND: warning: ...``.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import warnings
 from typing import Sequence
 
 from . import __version__
@@ -48,11 +49,21 @@ def error_message(err: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spectral-prior`` console script."""
     args = build_parser().parse_args(argv)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"spectral-prior {args.command}: warning: {error_message(message)}", file=sys.stderr)
+
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return int(args.run(args) or 0)
     except SpectralPriorError as err:
         print(f"spectral-prior {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C: one line (where to take up again, if the command knows), status 130
+        detail = f": {error_message(err)}" if str(err) else ""
+        print(f"spectral-prior {args.command}: interrupted{detail}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

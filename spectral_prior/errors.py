@@ -28,3 +28,7 @@ class MissingFileError(SpectralPriorError, FileNotFoundError):
 
 class MissingDependencyError(SpectralPriorError, ImportError):
     """An optional dependency (an extra) that is not installed; the message names the ``pip install``."""
+
+
+class UntrainedPriorWarning(UserWarning):
+    """A model whose measurement-only prior has not been trained yet (the end of training stage 1) was loaded."""

@@ -2,7 +2,8 @@
 
 Every metric takes ``img`` and ``ref`` of the same shape, either one cube [C, H, W] (the result is a 0-d tensor)
 or a batch [B, C, H, W] (the result is [B], one value per cube). Values are expected in [0, 1]: PSNR and SSIM
-refuse data far outside it unless told its ``data_range`` (255 for 8-bit data), which they then scale to [0, 1].
+refuse a reference far outside it (and an integer ``img``) unless told the data's ``data_range`` (255 for 8-bit
+data), which they then scale to [0, 1].
 """
 from __future__ import annotations
 
@@ -44,10 +45,14 @@ def _unbatch(values: Tensor, batched: bool) -> Tensor:
 
 
 def _in_unit_range(img: Tensor, ref: Tensor, data_range: float | None) -> Tuple[Tensor, Tensor]:
-    """The pair scaled from [0, ``data_range``] to [0, 1]; without ``data_range``, checked to be in [0, 1]."""
+    """The pair scaled from [0, ``data_range``] to [0, 1]; without ``data_range``, ``ref`` (the ground truth) is
+    checked to be in [0, 1] and ``img`` to be floating point. ``img`` is an estimate: an untrained network's may lie
+    anywhere, and the toolbox scores it as it is."""
     if data_range is None:
-        for name, x in (("img", img), ("ref", ref)):
-            check_unit_range(x, name=name, fix="pass data_range= the data's full scale (255 for 8-bit data)")
+        fix = "pass data_range= the data's full scale (255 for 8-bit data)"
+        check_unit_range(ref, name="ref", fix=fix)
+        if not img.is_floating_point():
+            raise InvalidInputError(f"img is {img.dtype} (counts?), but values in [0, 1] are expected; {fix}")
         return img, ref
     if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
         raise InvalidInputError(f"data_range must be a positive number (the data's full scale), got {data_range!r}")
@@ -100,7 +105,7 @@ def ssim(img: Tensor, ref: Tensor, *, data_range: float | None = None) -> Tensor
     """
     img, ref, batched = _as_batch(img, ref)
     dtype = _working_dtype(img, ref)
-    img, ref = _in_unit_range(img.to(dtype), ref.to(dtype), data_range)
+    img, ref = (x.to(dtype) for x in _in_unit_range(img, ref, data_range))
     bands = img.shape[1]
     # One depthwise filtering gives the local means of x, y, x^2, y^2 and x*y for every band.
     local = _gaussian_blur(torch.cat([img, ref, img * img, ref * ref, img * ref], dim=1))

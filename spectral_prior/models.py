@@ -18,10 +18,11 @@ from torch import Tensor, nn
 
 from .adapters.checkpoint import load_toolbox_checkpoint
 from .adapters.registry import backbone_preset, create_backbone
-from .errors import InvalidInputError
+from .errors import InvalidInputError, UntrainedPriorWarning
 from .inject import inject_prior
 from .io import load_state_dict_strict, load_tensors, save_json, save_tensors
 from .saved import (
+    TRAINING_STAGE_KEY,
     BACKBONE_FILE,
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -42,7 +43,8 @@ def check_mask(mask2d: Tensor, trained: Tensor | None, *, model: str) -> None:
         f"{model} was trained with another coded aperture ({trained.shape[0]}x{trained.shape[1]}, sha256 "
         f"{mask_sha256(trained)[:12]}) than the one given ({mask2d.shape[0]}x{mask2d.shape[1]}, sha256 "
         f"{mask_sha256(mask2d)[:12]}); expect a large loss (the official BiSRNet drops from 29.6 to 19.7 dB on "
-        f"CAVE balloons with another mask). Leave the mask out to use the model's own.",
+        "CAVE balloons with another mask). To score simulated data, leave the mask out and the model's own is "
+        "used; a real measurement needs a model trained with the mask of the camera that took it.",
         UserWarning,
         stacklevel=2,
     )
@@ -131,6 +133,14 @@ def _load_model(checkpoint: str | Path | None, backbone: str | None, hub_kwargs:
         raise InvalidInputError(
             f"{directory} holds prior and SPIM weights without the backbone's: load your trained backbone, then "
             f"inject_prior(model, layers=..., prior={str(checkpoint)!r})"
+        )
+    if config.get(TRAINING_STAGE_KEY) == "stage1":
+        warnings.warn(
+            f"{directory} is the end of training stage 1: its measurement-only prior has not been trained yet (stage 1 "
+            "trains the teacher, which sees the ground truth), so its scores are not the method's; train stages 2a "
+            "and 2b from it first",
+            UntrainedPriorWarning,
+            stacklevel=3,
         )
     layers = config["preset"] or config["layers"]
     preset = backbone_preset(name)

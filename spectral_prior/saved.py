@@ -32,6 +32,8 @@ BACKBONE_FILE = "backbone.safetensors"
 MASK_FILE = "mask.safetensors"
 """The coded aperture a saved model was trained with (tensor ``mask``, [H, W] float32)."""
 CARD_FILE = "README.md"
+TRAINING_STAGE_KEY = "training_stage"
+"""The ``config.json`` entry naming the training stage that ended in a run's ``final/`` folder."""
 
 
 # -- configs ---------------------------------------------------------------------------------------------------------
@@ -56,6 +58,12 @@ def read_config(path: Path, *, kind: str | None = None) -> dict[str, Any]:
     if kind is not None and config.get("kind") != kind:
         raise InvalidInputError(f"{path} holds a {config.get('kind')!r} checkpoint, expected a {kind!r} one")
     return config
+
+
+def add_to_config(directory: Path, entries: Mapping[str, Any]) -> None:
+    """Record ``entries`` in the ``config.json`` of a folder just saved (the mask beside it, the training stage)."""
+    config = load_json(directory / CONFIG_FILE)
+    save_json({**config, **entries}, directory / CONFIG_FILE)
 
 
 # -- model cards -----------------------------------------------------------------------------------------------------
@@ -116,8 +124,7 @@ def save_mask(directory: str | Path, mask2d: Tensor, *, source: str) -> dict[str
     mask2d = mask2d.detach().to("cpu", torch.float32).contiguous()
     save_tensors({"mask": mask2d}, directory / MASK_FILE, metadata={"format": "pt"})
     entry = {"file": MASK_FILE, "shape": list(mask2d.shape), "sha256": mask_sha256(mask2d), "source": source}
-    config = load_json(directory / CONFIG_FILE)
-    save_json({**config, "mask": entry}, directory / CONFIG_FILE)
+    add_to_config(directory, {"mask": entry})
     return entry
 
 

@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -44,7 +45,7 @@ from .adapters.registry import (
 )
 from .commands import resolve_device
 from .data import CAVE_SPLIT, CassiBatches, CubeFolder, ProceduralCubes, SceneTiles
-from .errors import InvalidInputError
+from .errors import InvalidInputError, UntrainedPriorWarning
 from .evaluate import evaluate, mean_metrics
 from .inject import INJECTOR_NAME, get_injector, inject_prior
 from .io import (
@@ -57,7 +58,7 @@ from .io import (
 )
 from .models import load_model, save_backbone
 from .prior import PriorConfig, SpectralDiffusionPrior
-from .saved import save_mask
+from .saved import TRAINING_STAGE_KEY, add_to_config, save_mask
 
 STAGES = ("baseline", "stage1", "stage2a", "stage2b")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -245,9 +246,18 @@ def scene_names(spec: Optional[str]) -> Optional[list[str]]:
 
 
 def _training_scenes(config: TrainConfig) -> Any:
+    """The training set; a folder holding CAVE's test scenes is trained on only when ``data_scenes`` names its scenes."""
     if config.data == "procedural":
         return ProceduralCubes(config.scenes, size=config.scene_size, seed=config.seed)
-    return CubeFolder(config.data, scenes=scene_names(config.data_scenes), cache=True, cache_dtype=torch.float16)
+    folder = CubeFolder(config.data, scenes=scene_names(config.data_scenes), cache=True, cache_dtype=torch.float16)
+    test_scenes = sorted(set(folder.names) & set(CAVE_SPLIT["test"]))
+    if config.data_scenes is None and test_scenes:
+        raise InvalidInputError(
+            f"{config.data} holds CAVE's test scenes {test_scenes}, which models are scored on: train on the "
+            "training split with data_scenes='cave-train', or name the scenes to train on (test scenes included, "
+            "if that is meant)"
+        )
+    return folder
 
 
 def _validation_scenes(config: TrainConfig, training: Any) -> Any:
@@ -270,7 +280,9 @@ def _mask(config: TrainConfig) -> Tensor:
 
 def _build_model(config: TrainConfig) -> nn.Module:
     torch.manual_seed(config.seed)
-    model = load_model(config.init, backbone=config.backbone) if config.init else create_backbone(config.backbone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedPriorWarning)  # stage 2 trains that prior: the warning is not for it
+        model = load_model(config.init, backbone=config.backbone) if config.init else create_backbone(config.backbone)
     injected = hasattr(model, INJECTOR_NAME)
     if config.stage == "baseline" and injected:
         raise InvalidInputError(f"baseline trains a bare backbone, but init={config.init} holds an injected model")
@@ -700,6 +712,7 @@ class Trainer:
                         final, backbone=self.model, backbone_name=self.config.backbone, card=card
                     )
                 save_mask(final, self.mask2d, source=_mask_source(self.config))
+                add_to_config(final, {TRAINING_STAGE_KEY: self.config.stage})
         if self.processes.world_size > 1:
             dist.barrier()
         return final
@@ -775,7 +788,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``spectral-prior train`` options: one per :class:`TrainConfig` field, plus ``--resume``."""
     defaults = TrainConfig()
     parser.add_argument("--stage", choices=STAGES + ("all",), default=argparse.SUPPRESS,
-                        help=f"what to train (default {defaults.stage}); 'all' runs stage1, stage2a and stage2b")
+                        help="what to train (default all: stage1, stage2a and stage2b, the whole recipe; with "
+                        "--resume, the run's own)")
     parser.add_argument("--backbone", default=argparse.SUPPRESS, help=f"one of {', '.join(list_backbones())}")
     for item in fields(TrainConfig):
         if item.name in ("stage", "backbone", "prior"):
@@ -824,7 +838,7 @@ def config_from_arguments(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     prior = {name.removeprefix(_PRIOR_DEST): v for name, v in vars(args).items() if name.startswith(_PRIOR_DEST)}
     if prior:
         given["prior"] = prior
-    stage_all = given.get("stage") == "all"
+    stage_all = given.get("stage", "all") == "all"
     if args.resume:
         output = Path(given.get("output", TrainConfig.output))
         saved = _saved_run(output)
@@ -853,14 +867,36 @@ def _distill_steps(args: argparse.Namespace, config: TrainConfig) -> Optional[in
     return args.distill_steps
 
 
+_WHAT_A_STAGE_LEAVES = {
+    "baseline": "the bare backbone, for eval and reconstruct",
+    "stage1": "the end of stage 1, whose measurement-only prior is untrained: continue with --stage stage2a "
+              "--init {final}, not for eval or reconstruct",
+    "stage2a": "the trained prior on the stage-1 backbone, usable; --stage stage2b --init {final} fine-tunes it",
+    "stage2b": "the fine-tuned model, for eval and reconstruct",
+}
+
+
+def _interrupted(config: TrainConfig, stage_all: bool) -> KeyboardInterrupt:
+    """Ctrl-C: where the run can be taken up again."""
+    output = Path(config.output)
+    stages = [output / stage for stage in ("stage1", "stage2a", "stage2b")] if stage_all else [output]
+    latest = [(folder, latest_checkpoint(folder)) for folder in stages if latest_checkpoint(folder) is not None]
+    where = f"its checkpoint {latest[-1][1].relative_to(output)}" if latest else "the start"
+    return KeyboardInterrupt(f"the run in {output} resumes from {where} with --resume --output {output}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``spectral-prior train``."""
     config, stage_all = config_from_arguments(args)
-    if stage_all:
-        final = train_all(config, distill_steps=_distill_steps(args, config), resume=args.resume,
-                          progress=not args.quiet)
-    else:
-        final = train(config, resume=args.resume, progress=not args.quiet)
+    try:
+        if stage_all:
+            final = train_all(config, distill_steps=_distill_steps(args, config), resume=args.resume,
+                              progress=not args.quiet)
+        else:
+            final = train(config, resume=args.resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        raise _interrupted(config, stage_all) from None
     if Processes.from_environment().is_main:
-        print(f"saved {final}")
+        stage = "stage2b" if stage_all else config.stage
+        print(f"saved {final}: {_WHAT_A_STAGE_LEAVES[stage].format(final=final)}")
     return 0

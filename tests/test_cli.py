@@ -1,4 +1,6 @@
 """The command line: the library's own errors are one line, anything else (a bug) keeps its traceback."""
+import warnings
+
 import pytest
 
 from spectral_prior import cli, evaluate
@@ -36,3 +38,24 @@ def test_library_errors_are_still_the_builtin_exceptions():
     assert issubclass(MissingFileError, FileNotFoundError)
     assert all(issubclass(cls, SpectralPriorError) for cls in (InvalidInputError, UnknownNameError, MissingFileError))
     assert str(UnknownNameError("no preset 'x'")) == "no preset 'x'"
+
+
+def test_warnings_are_one_line_without_a_source_line(monkeypatch, capsys):
+    def warn(args):
+        warnings.warn("the model was trained with another mask;\n    expect a loss", UserWarning)
+        return 0
+
+    monkeypatch.setattr(evaluate, "run", warn)
+    assert cli.main(EVAL_ARGS) == 0
+    assert capsys.readouterr().err == "spectral-prior eval: warning: the model was trained with another mask; expect a loss\n"
+    with pytest.warns(UserWarning, match="outside the command"):  # the library's own warnings are left as they were
+        warnings.warn("outside the command", UserWarning)
+
+
+def test_ctrl_c_is_one_line_with_status_130(monkeypatch, capsys):
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "run", interrupt)
+    assert cli.main(EVAL_ARGS) == 130
+    assert capsys.readouterr().err == "spectral-prior eval: interrupted\n"

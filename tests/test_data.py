@@ -367,9 +367,9 @@ def test_rotation_and_flips_preserve_the_scene_values():
 
 def test_mosaic_quadrants_come_from_scenes():
     size, bands = 24, 28
-    # value = scene id * 10000 + flat pixel index: each pixel tells where it came from
+    # value = (scene id * 10000 + flat pixel index) / 1e5, in [0, 1]: each pixel tells where it came from
     scenes = [
-        (s * 10000 + torch.arange(size * size, dtype=torch.float32).view(1, size, size)).expand(bands, -1, -1)
+        ((s * 10000 + torch.arange(size * size, dtype=torch.float64).view(1, size, size)) / 1e5).float().expand(bands, -1, -1)
         for s in range(5)
     ]
     batches = CassiBatches(scenes, torch.ones(32, 32), crop=16, batch=2, seed=4)
@@ -378,17 +378,17 @@ def test_mosaic_quadrants_come_from_scenes():
         for top in (0, 8):
             for left in (0, 8):
                 tile = mosaic[:, top : top + 8, left : left + 8]
-                first = int(tile[0, 0, 0])
+                first = round(float(tile[0, 0, 0]) * 1e5)
                 scene, pixel = divmod(first, 10000)
                 row, col = divmod(pixel, size)
                 assert torch.equal(tile, scenes[scene][:, row : row + 8, col : col + 8])
 
 
 def test_no_augment_gives_plain_crops():
-    scene = torch.arange(28 * 40 * 40, dtype=torch.float32).view(28, 40, 40)
+    scene = (torch.arange(28 * 40 * 40, dtype=torch.float64).view(28, 40, 40) / 1e5).float()  # in [0, 1]
     gt = CassiBatches([scene], _mask(), crop=32, batch=3, augment=False).batch_at(0)["gt"]
     for patch in gt:
-        top, left = divmod(int(patch[0, 0, 0]), 40)
+        top, left = divmod(round(float(patch[0, 0, 0]) * 1e5), 40)
         assert torch.equal(patch, scene[:, top : top + 32, left : left + 32])
 
 

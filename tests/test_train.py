@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -194,8 +195,6 @@ def test_bad_inputs_are_clear_errors(tmp_path, stage1_final):
 def test_cube_folder_with_wrong_bands_fails_with_the_file_named(tmp_path):
     data = tmp_path / "cubes"
     data.mkdir()
-    import numpy as np
-
     np.save(data / "scene.npy", np.random.rand(64, 64, 31).astype("float32"))
     with pytest.raises(ValueError, match="scene.npy"):
         train(tiny(tmp_path, stage="baseline", data=str(data)), progress=False)
@@ -228,7 +227,7 @@ def test_stage_all_runs_three_stages_and_resumes_from_the_output_alone(tmp_path,
     assert sorted(p.name for p in output.iterdir()) == ["final", "stage1", "stage2a", "stage2b"]
     assert json.loads((output / "final" / "config.json").read_text())["backbone"]["name"] == "mst_s"
     assert main(["train", "--stage", "all", "--distill-steps", "1", "--output", str(output), "--resume", "--quiet"]) == 0
-    assert capsys.readouterr().out.strip().endswith(f"saved {output / 'final'}")
+    assert capsys.readouterr().out.strip().endswith(f"saved {output / 'final'}: the fine-tuned model, for eval and reconstruct")
 
 
 
@@ -244,7 +243,7 @@ def test_resume_finds_the_run_in_the_folder_or_refuses(tmp_path, capsys):
     assert main(tiny_flags(output, "--stage", "all", "--steps", "2", "--distill-steps", "1")) == 0
     # README's own form: the folder alone; the run is a --stage all run with its own settings (no defaults)
     assert main(["train", "--output", str(output), "--resume", "--quiet"]) == 0
-    assert capsys.readouterr().out.strip().endswith(f"saved {output / 'final'}")
+    assert capsys.readouterr().out.strip().endswith(f"saved {output / 'final'}: the fine-tuned model, for eval and reconstruct")
     assert not (output / "train_config.json").exists() and not (output / "checkpoints").exists()
 
     assert main(["train", "--output", str(output), "--stage", "stage1", "--resume", "--quiet"]) == 2
@@ -345,3 +344,49 @@ def test_training_leaves_the_callers_random_state_alone(tmp_path):
     np.random.seed(123)
     train(tiny(tmp_path, stage="baseline", steps=1), progress=False)
     assert torch.equal(torch.rand(3), expected_torch) and np.array_equal(np.random.rand(3), expected_numpy)
+
+
+def test_a_folder_holding_cave_test_scenes_is_trained_on_only_when_they_are_named(tmp_path):
+    data = tmp_path / "cave"
+    data.mkdir()
+    for name in ("beads", "feathers"):
+        np.save(data / f"{name}.npy", np.random.rand(64, 64, 28).astype("float32"))
+    with pytest.raises(ValueError, match=r"holds CAVE's test scenes \['feathers'\].*data_scenes='cave-train'"):
+        train(tiny(tmp_path / "all", stage="baseline", data=str(data), steps=1), progress=False)
+    assert not (tmp_path / "all" / "final").exists()
+    named = train(tiny(tmp_path / "named", stage="baseline", data=str(data), data_scenes="beads", steps=1), progress=False)
+    assert named.is_dir()
+
+
+def test_train_without_stage_runs_the_whole_recipe_and_says_what_each_stage_leaves(tmp_path, capsys, stage1_final):
+    from spectral_prior.cli import main
+
+    output = tmp_path / "recipe"
+    assert main(tiny_flags(output, "--steps", "1", "--distill-steps", "1")) == 0
+    assert sorted(p.name for p in output.iterdir()) == ["final", "stage1", "stage2a", "stage2b"]
+    assert capsys.readouterr().out.strip() == f"saved {output / 'final'}: the fine-tuned model, for eval and reconstruct"
+    assert main(tiny_flags(tmp_path / "s1", "--stage", "stage1", "--steps", "1")) == 0
+    out = capsys.readouterr().out
+    assert "whose measurement-only prior is untrained: continue with --stage stage2a --init" in out
+
+
+def test_loading_a_stage1_model_warns_that_its_student_is_untrained(stage1_final):
+    with pytest.warns(UserWarning, match="is the end of training stage 1: its measurement-only prior has not been"):
+        sp.load_model(stage1_final)
+
+
+def test_ctrl_c_is_one_line_naming_where_the_run_resumes(tmp_path, capsys, monkeypatch):
+    from spectral_prior.cli import main
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+
+    output = tmp_path / "run"
+    flags = tiny_flags(output, "--stage", "baseline", "--steps", "3", "--checkpoint-every", "2")
+    monkeypatch.setattr(train_module.Trainer, "_save_final", interrupt)
+    assert main(flags) == 130
+    checkpoint = latest_checkpoint(output).relative_to(output)
+    assert capsys.readouterr().err == (f"spectral-prior train: interrupted: the run in {output} resumes from its "
+                                       f"checkpoint {checkpoint} with --resume --output {output}\n")
+    monkeypatch.undo()
+    assert main(["train", "--output", str(output), "--resume", "--quiet"]) == 0
