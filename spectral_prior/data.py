@@ -36,6 +36,7 @@ __all__ = [
     "CAVE_SPLIT",
     "CubeFolder",
     "SceneTiles",
+    "scene_names",
     "ProceduralCubes",
     "CassiBatches",
 ]
@@ -377,6 +378,19 @@ def _select_scenes(paths: Sequence[Path], scenes: Sequence[str], root: Path) -> 
     if not scenes:
         raise InvalidInputError("scenes is empty: name at least one scene, or pass scenes=None for all of them")
     return [by_name[name] for name in scenes]
+
+
+def scene_names(spec: Optional[str]) -> Optional[list[str]]:
+    """Scene names from ``cave-train`` / ``cave-test`` (:data:`CAVE_SPLIT`), comma-separated names, or a file of names
+    (one per line, ``#`` comments); None stays None (every scene)."""
+    if spec is None:
+        return None
+    if spec.startswith("cave-") and spec.removeprefix("cave-") in CAVE_SPLIT:
+        return list(CAVE_SPLIT[spec.removeprefix("cave-")])
+    path = Path(spec)
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return [name.strip() for name in spec.split(",") if name.strip()]
 
 
 class SceneTiles(Dataset):

@@ -40,8 +40,8 @@ from .commands import (
     require_trained_weights,
     resolve_device,
 )
-from .data import CubeFolder, ProceduralCubes
-from .errors import InvalidInputError
+from .data import CubeFolder, ProceduralCubes, SceneTiles, scene_names
+from .errors import InvalidInputError, MaskTooSmallError
 from .inject import get_injector
 from .io import atomic_path, save_json
 from .models import resolve_model_mask
@@ -97,11 +97,7 @@ def _mask_for(mask2d: Tensor, cube: Tensor, name: str) -> Tensor:
     """The top-left corner of the mask, the size of ``cube``."""
     height, width = cube.shape[-2:]
     if mask2d.shape[0] < height or mask2d.shape[1] < width:
-        raise InvalidInputError(
-            f"the mask ({mask2d.shape[0]}x{mask2d.shape[1]}) is smaller than scene {name!r} ({height}x{width}): "
-            f"use a mask at least as large as the scenes (e.g. --mask random --mask-size {max(height, width)}) "
-            f"or crop the scenes to the mask's size"
-        )
+        raise MaskTooSmallError(name, (height, width), tuple(mask2d.shape))
     return mask2d[:height, :width]
 
 
@@ -252,9 +248,21 @@ def _candidate(checkpoint: Optional[str], backbone: Optional[str], device: torch
 
 
 def _scenes(args: argparse.Namespace) -> Sequence[Any]:
+    """``--data`` (its ``--data-scenes``), in ``--tiles`` square tiles when asked."""
     if args.data == "procedural":
-        return ProceduralCubes(args.scenes, size=args.size, seed=args.seed)
-    return CubeFolder(args.data)
+        scenes = ProceduralCubes(args.scenes, size=args.size, seed=args.seed)
+    else:
+        scenes = CubeFolder(args.data, scenes=scene_names(args.data_scenes))
+    return scenes if args.tiles is None else SceneTiles(scenes, args.tiles)
+
+
+def _check_candidates(args: argparse.Namespace) -> None:
+    """Each model is scored once: a --compare that repeats one would print the same table twice."""
+    named = [args.checkpoint, *args.compare]
+    repeated = sorted({name for name in named if name is not None and named.count(name) > 1})
+    if repeated:
+        raise InvalidInputError(f"--checkpoint and --compare name {', '.join(repeated)} more than once: name each "
+                                "model once")
 
 
 def _mask(args: argparse.Namespace) -> Tensor:
@@ -275,6 +283,10 @@ def _describe_inputs(args: argparse.Namespace) -> Dict[str, str]:
     data = args.data
     if data == "procedural":
         data = f"procedural: {args.scenes} scenes of {args.size}x{args.size}, seed {args.seed}"
+    elif args.data_scenes:
+        data = f"{data} (scenes {args.data_scenes})"
+    if args.tiles is not None:
+        data = f"{data}, in {args.tiles}x{args.tiles} tiles"
     mask = args.mask or f"the mask saved with {args.checkpoint}"
     if mask == "random":
         mask = f"random binary: {args.mask_size}x{args.mask_size}, seed {args.seed}"
@@ -314,6 +326,7 @@ def _save_figure(folder: Path, candidates: Sequence[_Candidate], results: Sequen
 def evaluate_command(args: argparse.Namespace) -> Dict[str, Any]:
     """Run ``spectral-prior eval``; returns the report written to ``metrics.json``."""
     require_trained_weights(args)
+    _check_candidates(args)
     device = resolve_device(args.device)
     output = check_output_folder(args.output)
     figures = Path(args.figures) if args.figures else None
@@ -328,11 +341,16 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, Any]:
     per_model: List[List[Dict[str, Any]]] = [[] for _ in candidates]
     options = {"batch_size": args.batch_size, "crop_multiple": crop_multiple}
     streams = zip(*(c.evaluate(scenes, mask2d, **options) for c in candidates))
-    for scene_results in tqdm(streams, total=len(scenes), desc="eval", unit="scene", disable=args.quiet):
-        if figures is not None:
-            _save_figure(figures, candidates, scene_results)
-        for kept, result in zip(per_model, scene_results):
-            kept.append({key: value for key, value in result.items() if not isinstance(value, Tensor)})
+    try:
+        for scene_results in tqdm(streams, total=len(scenes), desc="eval", unit="scene", disable=args.quiet):
+            if figures is not None:
+                _save_figure(figures, candidates, scene_results)
+            for kept, result in zip(per_model, scene_results):
+                kept.append({key: value for key, value in result.items() if not isinstance(value, Tensor)})
+    except MaskTooSmallError as err:
+        size = min(err.mask_shape)
+        raise InvalidInputError(f"{err.what}: pass --tiles {size} to score it in {size}x{size} tiles (the CAVE "
+                                "test protocol: each scene's four 256x256 quadrants)") from err
 
     rows = [{"model": c.label, **r} for c, results in zip(candidates, per_model) for r in results]
     _write_csv(output / "metrics.csv", rows)
@@ -350,6 +368,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, help="a folder of cubes (.mat, .npy, .safetensors, band-PNG "
                         "folders; resampled to the 28 CASSI bands), or 'procedural'")
+    parser.add_argument("--data-scenes", help="the scenes of --data to score: cave-train / cave-test (the fixed CAVE "
+                        "split), comma-separated names, or a file of names (default: every scene)")
+    parser.add_argument("--tiles", type=int, help="score each scene in its non-overlapping N x N tiles, row by row "
+                        "(--tiles 256 on 512x512 CAVE scenes: the four quadrants of the test protocol)")
     parser.add_argument("--scenes", type=int, default=4, help="procedural scenes (default 4)")
     parser.add_argument("--size", type=int, default=256, help="procedural scene size in pixels (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the procedural scenes and random mask")

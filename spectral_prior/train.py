@@ -44,7 +44,7 @@ from .adapters.registry import (
     list_backbones,
 )
 from .commands import resolve_device
-from .data import CAVE_SPLIT, CassiBatches, CubeFolder, ProceduralCubes, SceneTiles
+from .data import CAVE_SPLIT, CassiBatches, CubeFolder, ProceduralCubes, SceneTiles, scene_names
 from .errors import InvalidInputError, UntrainedPriorWarning
 from .evaluate import evaluate, mean_metrics
 from .inject import INJECTOR_NAME, get_injector, inject_prior
@@ -231,18 +231,6 @@ def _process_group(processes: Processes, device: torch.device) -> Iterator[None]
 
 
 # -- building blocks ---------------------------------------------------------------------------------------------
-
-
-def scene_names(spec: Optional[str]) -> Optional[list[str]]:
-    """``--data-scenes``: ``cave-train``/``cave-test``, comma-separated names, or a file of names (one per line)."""
-    if spec is None:
-        return None
-    if spec.startswith("cave-") and spec.removeprefix("cave-") in CAVE_SPLIT:
-        return list(CAVE_SPLIT[spec.removeprefix("cave-")])
-    path = Path(spec)
-    if path.is_file():
-        return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    return [name.strip() for name in spec.split(",") if name.strip()]
 
 
 def _training_scenes(config: TrainConfig) -> Any:

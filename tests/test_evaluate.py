@@ -141,7 +141,12 @@ def _bad_inputs(tmp_path, baselines):
         "missing data folder": ([*fresh, "--data", tmp_path / "nope", "--mask", "random"], "cube folder not found"),
         "empty data folder": ([*fresh, "--data", empty, "--mask", "random"], "no cubes in"),
         "mask smaller than the scenes": (
-            [*fresh, *PROCEDURAL, *small_mask], "mask (32x32) is smaller than scene 'scene_000' (64x64)"
+            [*fresh, *PROCEDURAL, *small_mask],
+            "mask (32x32) is smaller than scene 'scene_000' (64x64): pass --tiles 32 to score it in 32x32 tiles",
+        ),
+        "a model compared with itself": (
+            ["--checkpoint", baselines[0], *SCENES, "--compare", baselines[1], baselines[0]],
+            f"--checkpoint and --compare name {baselines[0]} more than once: name each model once",
         ),
         "missing mask": ([*fresh, *PROCEDURAL, "--mask", tmp_path / "mask.mat"], "mask file not found"),
         "unknown backbone": (["--backbone", "mst_xl", "--random-weights", *SCENES], "no backbone 'mst_xl'; known backbones"),
@@ -158,7 +163,8 @@ def _bad_inputs(tmp_path, baselines):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing data folder", "empty data folder", "mask smaller than the scenes", "missing mask", "unknown backbone",
+    ["missing data folder", "empty data folder", "mask smaller than the scenes", "a model compared with itself",
+     "missing mask", "unknown backbone",
      "checkpoint of another backbone", "no model", "untrained weights", "device without CUDA", "unknown device"],
 )
 def test_bad_inputs_are_one_line_errors(case, tmp_path, baselines):
@@ -176,3 +182,18 @@ def test_an_output_that_is_a_file_fails_before_any_compute(tmp_path, baselines):
     (tmp_path / "out").write_text("")
     status, _, stderr = _eval("--checkpoint", baselines[0], *SCENES, "--output", tmp_path / "out", "--quiet")
     assert status == 2 and f"--output {tmp_path / 'out'} is a file, not a folder" in stderr
+
+
+def test_tiles_score_each_scene_in_its_quadrants(baselines, tmp_path):
+    """--tiles 32 on 64x64 scenes with a 32x32 mask: four tiles per scene, named by their corner, as SceneTiles."""
+    status, stdout, stderr = _eval("--checkpoint", baselines[0], *PROCEDURAL, "--mask", "random", "--mask-size", "32",
+                                   "--tiles", "32", "--output", tmp_path, "--quiet")
+    assert status == 0, stderr
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    names = [scene["name"] for scene in report["scenes"]]
+    assert names == [f"scene_00{s}@{top},{left}" for s in (0, 1) for top in (0, 32) for left in (0, 32)]
+    assert report["data"].endswith("in 32x32 tiles")
+    model = sp.load_model(baselines[0])
+    tiles = sp.data.SceneTiles(ProceduralCubes(2, size=64, seed=3), 32)
+    expected = evaluate(model, tiles, cassi.random_mask(32, seed=3), input_setting="H", mask_setting="Phi")
+    assert [r["psnr"] for r in report["scenes"]] == pytest.approx([r["psnr"] for r in expected], abs=1e-6)

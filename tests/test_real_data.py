@@ -12,11 +12,11 @@ import torch
 import spectral_prior as sp
 from spectral_prior import cassi, cli
 from spectral_prior import train as train_module
-from spectral_prior.data import CAVE_SPLIT, CassiBatches, CubeFolder, SceneTiles
+from spectral_prior.data import CAVE_SPLIT, CassiBatches, CubeFolder, SceneTiles, scene_names
 from spectral_prior.evaluate import evaluate
 from spectral_prior.models import check_mask, resolve_model_mask
 from spectral_prior.saved import MASK_FILE, load_saved_mask, mask_sha256, save_mask
-from spectral_prior.train import TrainConfig, scene_names, train
+from spectral_prior.train import TrainConfig, train
 
 TINY_PRIOR = {"prior_dim": 16, "hfe_dim": 8, "hfe_depth": 1, "denoiser_hidden": 32, "denoiser_depth": 1}
 
@@ -181,7 +181,7 @@ def test_a_saved_mask_is_used_when_none_is_given_and_others_warn(saved_with_mask
         assert torch.equal(resolve_model_mask(folder, mask.clone()), mask)
     with pytest.warns(UserWarning, match=r"trained with another coded aperture \(48x48.*than the one given \(64x64"):
         resolve_model_mask(folder, cassi.random_mask(64, seed=3))
-    with pytest.warns(UserWarning, match="Leave the mask out"):
+    with pytest.warns(UserWarning, match="To score simulated data, leave the mask out"):
         check_mask(cassi.random_mask(48, seed=4), mask, model="m")
 
 
