@@ -46,17 +46,29 @@ def require_shared(path: Path) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(items: list) -> None:
+    """Every test that uses ``shared_data`` (directly or through another fixture) is marked ``data``."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The project's real data folder (masks, cubes, checkpoints); CI has it beside the repo."""
     return require_shared(SHARED_DATA)
 
 
+TEST_THREADS_ENV = "SPECTRAL_PRIOR_TEST_THREADS"
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine two spinning threads run these small models several times slower."""
+def _test_threads():
+    """One intra-op thread unless ``$SPECTRAL_PRIOR_TEST_THREADS`` says otherwise: on a busy 2-core machine two
+    spinning threads run these small models several times slower. CI also runs the numeric tests at 2 threads, and
+    ``benchmarks/tolerances.py`` at 1, 2 and 4, since the thread count reorders float reductions."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get(TEST_THREADS_ENV, "1")))
     yield
     torch.set_num_threads(threads)
 

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import require_shared
+from tolerance import assert_close
 from spectral_prior.adapters import BiSRNet, bisrnet, load_toolbox_checkpoint, mst_l, mst_m, mst_s
 
 SPECS = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
@@ -51,6 +52,7 @@ def official_bisrnet(shared_data) -> BiSRNet:
     return load_toolbox_checkpoint(bisrnet(), shared_data / "checkpoints" / "bisrnet_simulation.pth").eval()
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("constructor, spec", [(mst_s, "mst_s"), (mst_l, "mst_l"), (bisrnet, "bisrnet")])
 def test_state_dict_matches_toolbox_spec(constructor, spec):
     ours = {key: list(value.shape) for key, value in constructor().state_dict().items()}
@@ -79,8 +81,9 @@ def test_mst_s_output_equals_toolbox(real_mask):
     model.load_state_dict(deterministic_weights(model), strict=True)
     x = torch.rand(1, 28, 256, 256, generator=torch.Generator().manual_seed(1))
     out = model(x, loop_shift(real_mask.expand(1, 28, 256, 256)))
-    torch.testing.assert_close(out[:, :, ::8, ::8], reference["mst_s_out_sub"], **MST_TOLERANCE)
-    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), reference["mst_s_out_band_mean"], **MST_TOLERANCE)
+    assert_close(out[:, :, ::8, ::8], reference["mst_s_out_sub"], name="MST-S vs toolbox, sub-sampled", **MST_TOLERANCE)
+    assert_close(out.mean(dim=(0, 2, 3)), reference["mst_s_out_band_mean"], name="MST-S vs toolbox, band means",
+                 **MST_TOLERANCE)
 
 
 @torch.no_grad()
@@ -94,12 +97,14 @@ def test_official_bisrnet_output_equals_toolbox(official_bisrnet, real_mask):
     # by float rounding; sign() downstream amplifies that on a few near-zero activations. The bar: 45 dB.
     error = (out[:, :, ::8, ::8] - reference["bisrnet_out_sub"]).square().mean()
     assert 10 * torch.log10(1.0 / error) > 45
-    torch.testing.assert_close(out[:, :, ::8, ::8], reference["bisrnet_out_sub"], **BISRNET_TOLERANCE)
-    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), reference["bisrnet_out_band_mean"], **BISRNET_TOLERANCE)
+    assert_close(out[:, :, ::8, ::8], reference["bisrnet_out_sub"], name="BiSRNet vs toolbox, sub-sampled",
+                 **BISRNET_TOLERANCE)
+    assert_close(out.mean(dim=(0, 2, 3)), reference["bisrnet_out_band_mean"], name="BiSRNet vs toolbox, band means",
+                 **BISRNET_TOLERANCE)
     # A size that is not a multiple of 8 goes through the reflect padding.
     y_odd = torch.rand(1, 28, 60, 68, generator=generator)
     out_odd = official_bisrnet(y_odd, real_mask[:60, :68].expand(1, 28, 60, 68))
-    torch.testing.assert_close(out_odd, reference["bisrnet_60x68_out"], **BISRNET_TOLERANCE)
+    assert_close(out_odd, reference["bisrnet_60x68_out"], name="BiSRNet vs toolbox, 60x68", **BISRNET_TOLERANCE)
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from tolerance import assert_close
 from spectral_prior.adapters import bisrnet
 from spectral_prior.adapters.binary import (
     ScaledSignWithClampGradient,
@@ -41,8 +42,8 @@ def test_activation_gradient_is_the_toolbox_estimators():
     reference, (ref_x, ref_beta) = gradients(toolbox_activation, x, beta, upstream=upstream)
     assert torch.equal(ours, torch.sign(x))
     torch.testing.assert_close(ours, reference)  # the toolbox's forward is sign(x) up to rounding
-    torch.testing.assert_close(grad_x, ref_x, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(grad_beta, ref_beta, rtol=1e-5, atol=1e-5)
+    assert_close(grad_x, ref_x, name="sign estimator vs toolbox, d/dx", rtol=1e-6, atol=1e-7)
+    assert_close(grad_beta, ref_beta, name="sign estimator vs toolbox, d/dbeta", rtol=1e-5, atol=1e-5)
 
 
 def test_activation_gradient_on_a_channels_last_input():
@@ -51,7 +52,7 @@ def test_activation_gradient_on_a_channels_last_input():
     _, (grad_x, grad_beta) = gradients(binary_sign, x, beta, upstream=upstream)
     _, (ref_x, ref_beta) = gradients(toolbox_activation, x, beta, upstream=upstream)
     torch.testing.assert_close(grad_x, ref_x)
-    torch.testing.assert_close(grad_beta, ref_beta, rtol=1e-5, atol=1e-5)
+    assert_close(grad_beta, ref_beta, name="sign estimator vs toolbox, channels-last d/dbeta", rtol=1e-5, atol=1e-5)
 
 
 def test_weight_gradient_is_the_clamps():
@@ -145,7 +146,7 @@ def test_mst_shares_the_mask_branch_only_when_masks_are_equal(repeat):
     with torch.no_grad():
         batched = model(x, masks)
         one_by_one = torch.cat([model(x[i : i + 1], masks[i : i + 1]) for i in range(3)])
-    torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-5)
+    assert_close(batched, one_by_one, name=f"MST-S batch of 3 vs one by one (repeat={repeat})", rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -168,7 +169,8 @@ def test_channelwise_functions_have_autograds_gradients(channels_last):
         ref_out, ref_grads = gradients(reference, *inputs, upstream=upstream)
         assert torch.equal(out, ref_out)
         for grad, ref_grad in zip(grads, ref_grads):
-            torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5)
+            assert_close(grad, ref_grad, name=f"channel-wise function gradients (channels_last={channels_last})",
+                         rtol=1e-5, atol=1e-5)
 
 
 def test_redistributed_sign_gradient_is_the_toolboxs_redistribution_then_activation():
@@ -184,4 +186,4 @@ def test_redistributed_sign_gradient_is_the_toolboxs_redistribution_then_activat
                                      upstream=upstream)
     torch.testing.assert_close(ours, reference)
     for grad, ref_grad in zip(grads, ref_grads):
-        torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5)
+        assert_close(grad, ref_grad, name="redistributed sign vs toolbox, gradients", rtol=1e-5, atol=1e-5)

@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from tolerance import assert_close
 import spectral_prior as sp
 from spectral_prior.adapters import bisrnet, mst_l, mst_plus_plus, mst_s
 from spectral_prior.export import export_onnx, export_program
@@ -40,7 +41,8 @@ def test_exported_program_equals_eager(name, injected):
         expected = model(*inputs)
         if injected:
             assert not torch.allclose(expected, sp.remove_prior(example(name, True)[0])(*inputs))
-        torch.testing.assert_close(program.module()(*inputs), expected, rtol=1e-4, atol=1e-5)
+        assert_close(program.module()(*inputs), expected, name=f"torch.export vs eager, {name}{' + SDP' if injected else ''}",
+                     rtol=1e-4, atol=1e-5)
 
 
 def test_the_checks_still_guard_eager_calls_after_an_export():
@@ -70,7 +72,7 @@ def test_onnx_file_runs_in_onnxruntime_as_eager(name, tmp_path):
     feed = {arg.name: tensor.numpy() for arg, tensor in zip(session.get_inputs(), inputs)}
     (out,) = session.run(None, feed)
     with torch.no_grad():
-        torch.testing.assert_close(torch.from_numpy(out), model(*inputs), rtol=1e-4, atol=1e-4)
+        assert_close(torch.from_numpy(out), model(*inputs), name=f"onnxruntime vs eager, {name}", rtol=1e-4, atol=1e-4)
 
 
 def test_onnx_export_names_a_bad_path(tmp_path):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tolerance import assert_close
 import spectral_prior as sp
 from spectral_prior import cassi
 from spectral_prior.adapters import (
@@ -87,7 +88,7 @@ def test_one_seed_gives_the_toolbox_initial_weights(reference):
     """
     torch.manual_seed(int(reference["weight_seed"]))
     sums = torch.stack([value.double().sum() for value in mst_plus_plus().state_dict().values()])
-    torch.testing.assert_close(sums, reference["init_key_sums"], rtol=1e-6, atol=1e-6)
+    assert_close(sums, reference["init_key_sums"], name="MST++ initial weight sums", rtol=1e-6, atol=1e-6)
 
 
 @torch.no_grad()
@@ -95,7 +96,7 @@ def test_output_equals_the_frozen_toolbox_output(seeded_model, reference):
     """The fixture holds the toolbox MST++'s outputs for these weights and inputs (generated once from its source)."""
     y, mask = reference["y_36x52"], reference["mask_36x52"].float()
     out = seeded_model(y, cassi.mask3d(mask))  # 36x52: reflect-padded to 40x56 inside, cropped back
-    torch.testing.assert_close(out, reference["out_36x52"], rtol=1e-5, atol=1e-5)
+    assert_close(out, reference["out_36x52"], name="MST++ vs toolbox, 36x52", rtol=1e-5, atol=1e-5)
 
     generator = torch.Generator().manual_seed(1)
     torch.rand(1, 28, 36, 52, generator=generator)  # the 36x52 inputs, drawn first when the fixture was made
@@ -103,8 +104,10 @@ def test_output_equals_the_frozen_toolbox_output(seeded_model, reference):
     y = torch.rand(2, 28, 64, 64, generator=generator)
     mask = (torch.rand(64, 64, generator=generator) > 0.5).float()
     out = seeded_model(y, cassi.mask3d(mask))  # a batch of 2 sharing a mask of batch 1
-    torch.testing.assert_close(out[:, :, ::4, ::4], reference["out_64x64_sub"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out.mean(dim=(2, 3)), reference["out_64x64_band_mean"], rtol=1e-5, atol=1e-5)
+    assert_close(out[:, :, ::4, ::4], reference["out_64x64_sub"], name="MST++ vs toolbox, 64x64 sub-sampled",
+                 rtol=1e-5, atol=1e-5)
+    assert_close(out.mean(dim=(2, 3)), reference["out_64x64_band_mean"], name="MST++ vs toolbox, 64x64 band means",
+                 rtol=1e-5, atol=1e-5)
 
 
 def test_takes_the_h_input_and_mask3d_as_the_toolbox_template_sets_them():

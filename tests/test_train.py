@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tolerance import assert_close
 import spectral_prior as sp
 from spectral_prior import train as train_module
 from spectral_prior.io import load_tensors
@@ -164,7 +165,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path, stage, stage1_final)
     if stage == "stage2b":
         assert changed(weights(stage1_final), one)  # the comparison is about trained weights
     for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+        assert_close(two[name], one[name], name=f"torchrun 2 processes vs 1, {stage}", rtol=1e-4, atol=1e-5)
     log = lambda run: [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
     for a, b in zip(log("one"), log("ddp")):
         assert a["rmse"] == pytest.approx(b["rmse"], rel=1e-4)
@@ -269,7 +270,7 @@ def test_compile_runs_the_training_network_through_torch_compile(tmp_path, monke
     assert compiled == ["MST"]
     expected, got = weights(eager), weights(with_compile)
     for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5)
+        assert_close(got[name], expected[name], name="compile vs eager, 2 training steps", rtol=1e-4, atol=1e-5)
 
 
 def test_frozen_binary_weights_keep_their_signs_while_the_rest_trains(tmp_path):
