@@ -18,10 +18,9 @@ from torch import Tensor
 from .checks import check_finite, check_unit_range
 from .errors import (
     InvalidInputError,
-    MissingFileError,
     UnknownNameError,
 )
-from .io import load_tensors
+from .io import existing_file, load_tensors
 from .matfile import Shapes, read_mat
 
 __all__ = [
@@ -180,9 +179,7 @@ def load_mask(source: MaskSource, key: str | None = None) -> Tensor:
     elif isinstance(source, np.ndarray):
         mask = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32))
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise MissingFileError(f"mask file not found: {path}")
+        path = existing_file(source, "mask file")
         if path.suffix.lower() == ".npy":
             array = np.load(path)
         elif path.suffix.lower() == ".mat":

@@ -297,8 +297,9 @@ def to_cassi_bands(cube: Cube) -> Tensor:
         return cube.data
     if cube.wavelengths is None:
         raise InvalidInputError(
-            f"a cube of {bands} bands with unknown wavelengths cannot be mapped to the 28 CASSI bands; "
-            f"pass wavelengths= (nm, one per band) when reading it"
+            f"a cube of {bands} bands with unknown wavelengths cannot be mapped to the 28 CASSI bands: store them "
+            "with it (a .safetensors file holding a 'wavelengths' tensor, nm, one per band, beside 'cube') or "
+            "give them to the reader (wavelengths=)"
         )
     return resample_bands(cube.data, cube.wavelengths, CASSI_WAVELENGTHS)
 
@@ -331,6 +332,9 @@ class CubeFolder(Dataset):
     ) -> None:
         self.root = Path(root)
         accepted = f"{', '.join(CUBE_SUFFIXES)} files or folders of band PNGs"
+        if self.root.is_file():
+            raise InvalidInputError(f"{self.root} is a file, but the cube folder must be a folder (of {accepted}): "
+                                    "put the cube in a folder of its own")
         if not self.root.is_dir():
             raise MissingFileError(f"cube folder not found: {self.root} (it should hold {accepted})")
         paths = sorted(

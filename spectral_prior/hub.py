@@ -16,9 +16,11 @@ Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``), honour ``HF_ENDPOINT`` and
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Union
 
@@ -88,11 +90,23 @@ HUB_OPTIONS = ("revision", "cache_dir", "local_files_only", "token")
 """The keyword arguments that loading by name passes on to :func:`download_prior`."""
 
 
-def check_hub_options(options: dict[str, Any], caller: str) -> None:
-    """TypeError naming any keyword argument of ``caller`` that is not one of :data:`HUB_OPTIONS` (a typo, usually)."""
+def check_hub_options(options: dict[str, Any], caller: Callable[..., Any]) -> None:
+    """TypeError naming any keyword argument given to ``caller`` (through its ``**hub_kwargs``) that is neither one of
+    its parameters nor one of :data:`HUB_OPTIONS`: a typo, usually, so the closest real name is suggested."""
     unknown = sorted(set(options) - set(HUB_OPTIONS))
-    if unknown:
-        raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}; its Hub options are {list(HUB_OPTIONS)}")
+    if not unknown:
+        return
+    parameters = [name for name, parameter in inspect.signature(caller).parameters.items()
+                  if parameter.kind is not inspect.Parameter.VAR_KEYWORD]
+    known = parameters + list(HUB_OPTIONS)
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(
+        f"{caller.__name__}() got unexpected keyword arguments {', '.join(hints)}; it takes {', '.join(parameters)} "
+        f"and the Hub options {', '.join(HUB_OPTIONS)}"
+    )
 
 
 def _accepted_forms() -> str:

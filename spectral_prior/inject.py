@@ -597,7 +597,8 @@ def inject_prior(
     """
     from .hub import check_hub_options
 
-    check_hub_options(hub_kwargs, "inject_prior")
+    check_hub_options(hub_kwargs, inject_prior)
+    require_module(model, "inject_prior")
     drop_stale_compiled_code(model)  # before the probe forward, whose hooks compiled code would not run either
     if hasattr(model, INJECTOR_NAME):
         if not replace:
@@ -608,6 +609,8 @@ def inject_prior(
     if isinstance(prior, (str, Path)):
         checkpoint_dir, saved = _load_injected_checkpoint(str(prior), **hub_kwargs)
     saved_injection = saved if saved is not None and saved.get("kind") == "injector" else None
+    if saved_injection is not None:  # before any weights load: another backbone would fail on its first key
+        _check_backbone_signature(saved_injection, model, checkpoint_dir)
     if saved is not None and saved.get("backbone") and load_backbone:  # first: another architecture fails on its
         load_state_dict_strict(model, load_tensors(checkpoint_dir / BACKBONE_FILE), source=str(checkpoint_dir))
         logger.info("inject_prior: loaded the backbone weights saved in %s into the model", checkpoint_dir)  # first key
@@ -620,7 +623,6 @@ def inject_prior(
     preset: Preset | None = PRESETS.get(preset_name) if preset_name else None
     condition = condition or (preset.condition if preset else first_argument("x"))
     if saved_injection is not None:
-        _check_backbone_signature(saved_injection, model, checkpoint_dir)
         targets = _saved_targets(model, saved_injection, layers, checkpoint_dir)
         _check_given_channels(channels, saved_injection["channels"], checkpoint_dir)
         channels, channel_axis = saved_injection["channels"], saved_injection["channel_axes"]
@@ -797,8 +799,17 @@ def _attach(model: nn.Module, injector: SpectralPriorInjector) -> None:
     injector._handles = handles
 
 
+def require_module(model: Any, caller: str) -> None:
+    """TypeError unless ``model`` is an ``nn.Module`` (a backbone's name is not: build the backbone first)."""
+    if isinstance(model, nn.Module):
+        return
+    hint = f": build it first, e.g. create_backbone({model!r})" if isinstance(model, str) else ""
+    raise TypeError(f"{caller}() takes the model (an nn.Module), got the {type(model).__name__} {model!r}{hint}")
+
+
 def remove_prior(model: nn.Module) -> nn.Module:
     """Remove every hook and the ``spectral_prior`` child: the model is the bare backbone again. Returns ``model``."""
+    require_module(model, "remove_prior")
     injector = getattr(model, INJECTOR_NAME, None)
     if not isinstance(injector, SpectralPriorInjector):
         raise InvalidInputError(f"{type(model).__name__} has no injected prior to remove")

@@ -78,11 +78,29 @@ def save_tensors(tensors: Mapping[str, Tensor], path: str | os.PathLike, metadat
         save_file(plain, str(temporary), metadata=metadata)
 
 
+def existing_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path if it is a file; else an error that says whether nothing or a folder is there."""
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a folder, but the {what} must be a file")
+    if not path.is_file():
+        raise MissingFileError(f"{what} not found: {path}")
+    return path
+
+
+def existing_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path if it is a folder; else an error that says whether nothing or a file is there."""
+    path = Path(path)
+    if path.is_file():
+        raise InvalidInputError(f"{path} is a file, but the {what} must be a folder")
+    if not path.is_dir():
+        raise MissingFileError(f"{what} not found: {path}")
+    return path
+
+
 def load_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
     """Read a safetensors file; a missing, truncated or corrupted file raises an error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"weights file not found: {path}")
+    path = existing_file(path, "weights file")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -97,9 +115,7 @@ def save_json(payload: Mapping[str, Any], path: str | os.PathLike) -> None:
 
 def load_json(path: str | os.PathLike) -> dict[str, Any]:
     """Read a JSON object; a missing or malformed file raises an error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"config file not found: {path}")
+    path = existing_file(path, "config file")
     try:
         payload = json.loads(path.read_text())
     except json.JSONDecodeError as err:

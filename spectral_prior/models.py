@@ -90,7 +90,7 @@ def load_model(
     """
     from .hub import check_hub_options
 
-    check_hub_options(hub_kwargs, "load_model")
+    check_hub_options(hub_kwargs, load_model)
     model = _load_model(checkpoint, backbone, hub_kwargs)
     if compile:
         model.compile(dynamic=False)  # one compilation per input shape (see Trainer._wrap on dynamic shapes)

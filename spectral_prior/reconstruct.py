@@ -36,8 +36,8 @@ from .commands import (
     resolve_device,
 )
 from .data import CASSI_WAVELENGTHS
-from .errors import InvalidInputError, MissingFileError, UnknownNameError
-from .io import atomic_path, save_tensors
+from .errors import InvalidInputError, UnknownNameError
+from .io import atomic_path, existing_file, save_tensors
 from .matfile import Shapes, read_mat
 from .models import resolve_model_mask
 from .viz import require_matplotlib, save_preview
@@ -55,9 +55,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 def read_measurement(path: PathLike, key: Optional[str] = None) -> Tensor:
     """Read a 2-D measurement [H, W'] as float32 from a ``.mat`` file (MATLAB v5 or v7.3; variable ``key``, else
     ``meas_real``, ``meas``, ``y`` or the file's only 2-D variable) or a ``.npy`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"measurement file not found: {path}")
+    path = existing_file(path, "measurement file")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         array = np.load(path, allow_pickle=False)

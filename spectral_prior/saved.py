@@ -132,7 +132,7 @@ def load_saved_mask(checkpoint: str | Path, **hub_kwargs: Any) -> Tensor | None:
     """The coded aperture a saved model (directory, embedded name or Hub repo id) was trained with, or None."""
     from .hub import check_hub_options, download_prior
 
-    check_hub_options(hub_kwargs, "load_saved_mask")
+    check_hub_options(hub_kwargs, load_saved_mask)
     directory = download_prior(str(checkpoint), filenames=(CONFIG_FILE,), optional=(MASK_FILE,), **hub_kwargs)
     entry = read_config(directory / CONFIG_FILE).get("mask")
     if entry is None:

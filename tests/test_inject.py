@@ -516,13 +516,13 @@ def test_save_pretrained_then_inject_from_the_directory(tmp_path):
         "README.md", "backbone.safetensors", "config.json", "model.safetensors"
     ]
 
-    with pytest.raises(ValueError, match=r"does not fit BiSRNet: .*missing keys, first 'conv_in.weight'"):
-        sp.inject_prior(bisrnet(), "mst", prior=tmp_path / "prior")
+    with pytest.raises(ValueError, match=r"trained with a MST of [\d,]+ parameters, but this model is a BiSRNet"):
+        sp.inject_prior(bisrnet(), "mst", prior=tmp_path / "prior")  # before its backbone weights fail to load
     model.spectral_prior.save_pretrained(tmp_path / "no-backbone")
     with pytest.raises(ValueError, match=r"trained with a MST of [\d,]+ parameters, but this model is a BiSRNet"):
         sp.inject_prior(bisrnet(), "mst", prior=tmp_path / "no-backbone")
-    with pytest.raises(ValueError, match=r"does not fit MST: \d+ unexpected keys, first 'bottleneck.blocks.1"):
-        sp.inject_prior(mst_s(num_blocks=(1, 1, 1)), "mst", prior=tmp_path / "prior")
+    with pytest.raises(ValueError, match=r"trained with a MST of 922,648 parameters, but this model is a MST of [\d,]+"):
+        sp.inject_prior(mst_s(num_blocks=(1, 1, 1)), "mst", prior=tmp_path / "prior")  # another MST variant
 
 
 def test_distill_drives_the_blocks_with_the_student_started_from_the_teacher():
@@ -609,3 +609,14 @@ def test_a_model_compiled_before_injection_runs_the_prior_and_runs_bare_after_re
         assert torch.allclose(injected, reference(x)) and not torch.allclose(injected, bare)
         sp.remove_prior(net)
         assert torch.allclose(run(x), bare)
+
+
+def test_misused_calls_name_the_fix():
+    with pytest.raises(TypeError, match=r"takes the model \(an nn.Module\), got the str 'mst_s': build it first, "
+                       r"e.g. create_backbone\('mst_s'\)"):
+        sp.inject_prior("mst_s", "mst")
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments 'prior_dimm' \(did you mean 'prior_dim'\?\); "
+                       "it takes model, layers, prior"):
+        sp.inject_prior(mst_s(), "mst", prior_dimm=8)
+    with pytest.raises(ValueError, match="was trained with a BiSRNet of .* but this model is a MST"):
+        sp.inject_prior(mst_s(), prior="default")  # refused before any weight loads, not on a missing key

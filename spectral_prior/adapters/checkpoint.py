@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidInputError
-from ..io import load_state_dict_strict
+from ..io import existing_file, load_state_dict_strict
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP, torch.compile
 
@@ -30,6 +30,7 @@ def load_toolbox_checkpoint(model: nn.Module, path: str | PathLike) -> nn.Module
     DataParallel checkpoints. Tensors are read with ``weights_only=True`` and mapped to the CPU first, so CUDA-saved
     checkpoints load on CPU-only machines.
     """
+    path = existing_file(path, "checkpoint file")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a file that is no checkpoint fails anywhere in the unpickler (KeyError, EOFError, ...)
