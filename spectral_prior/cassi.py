@@ -152,7 +152,7 @@ def _pick_variable(shapes: Shapes, key: str | None, path: Path) -> str:
             listed = ", ".join(f"{name} {list(shape)}" for name, shape in sorted(shapes.items()))
             raise InvalidInputError(
                 f"{path} holds no variable named as a mask (one of {list(MASK_KEYS)}); its variables: {listed}. If "
-                "one of them is the coded aperture, name it with key= (the CLI's --mask-key)"
+                "one of them is the coded aperture, name it with the mask key option"
             )
     if key not in shapes:
         raise UnknownNameError(f"no variable {key!r} in {path}; available variables: {sorted(shapes)}")

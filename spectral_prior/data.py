@@ -736,7 +736,7 @@ class CassiBatches:
         if scene.shape[1] < self.crop or scene.shape[2] < self.crop:
             raise InvalidInputError(
                 f"scene {name!r} ({scene.shape[1]}x{scene.shape[2]}) is smaller than the crop ({self.crop}x{self.crop}): "
-                "use a smaller --crop or leave the scene out"
+                "use a smaller crop or leave the scene out"
             )
         return _crop(scene, offset, size)
 

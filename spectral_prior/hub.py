@@ -36,6 +36,7 @@ from huggingface_hub.errors import (
 )
 
 from .errors import InvalidInputError, MissingFileError, SpectralPriorError
+from .saved import CONFIG_FILE, read_config, saved_files
 
 __all__ = [
     "DEFAULT_FILES",
@@ -285,16 +286,18 @@ def push_to_hub(
     token: str | bool | None = None,
     private: bool = False,
     commit_message: str = "Upload spectral prior",
-    filenames: Sequence[str] = DEFAULT_FILES,
+    filenames: Sequence[str] | None = None,
 ) -> str:
-    """Upload a saved prior directory to the Hub model repo ``repo_id``; return the commit URL.
+    """Upload a saved directory (an injection, a bare prior or a baseline backbone) to the Hub model repo ``repo_id``;
+    return the commit URL.
 
-    The repo is created if needed (``exist_ok=True``) with the given visibility, then the whole
-    directory is uploaded in one commit with :meth:`huggingface_hub.HfApi.upload_folder`.
+    The repo is created if needed (``exist_ok=True``) with the given visibility, then the whole directory is uploaded
+    in one commit with :meth:`huggingface_hub.HfApi.upload_folder`. Every file its ``config.json`` records must be
+    there first (``filenames`` overrides that list).
 
     Raises:
         ValueError: ``repo_id`` is not of the form ``"owner/name"``.
-        FileNotFoundError: ``directory`` is missing or lacks one of ``filenames``.
+        FileNotFoundError: ``directory`` is missing or lacks one of the files.
     """
     match = _REPO_ID_RE.match(repo_id)
     if match is None or match.group("revision") is not None:
@@ -302,6 +305,10 @@ def push_to_hub(
     folder = Path(directory).expanduser()
     if not folder.is_dir():
         raise MissingFileError(f"no prior directory at {folder}")
+    if filenames is None:
+        if not (folder / CONFIG_FILE).is_file():
+            raise MissingFileError(f"prior directory {folder} has no {CONFIG_FILE}; save the prior before pushing it")
+        filenames = saved_files(read_config(folder / CONFIG_FILE))
     for name in _as_names(filenames):
         if not (folder / name).is_file():
             raise MissingFileError(f"prior directory {folder} has no {name}; save the prior before pushing it")

@@ -58,8 +58,8 @@ def resolve_model_mask(checkpoint: str | Path | None, mask: Tensor | None = None
         trained = load_saved_mask(checkpoint)
     if mask is None:
         if trained is None:
-            raise InvalidInputError(f"{checkpoint or 'an untrained model'} records no coded aperture: pass --mask FILE (the "
-                             "mask the model was trained with, or the one your measurement was taken with)")
+            raise InvalidInputError(f"{checkpoint or 'an untrained model'} records no coded aperture: give the mask option "
+                             "(the mask the model was trained with, or the one your measurement was taken with)")
         return trained
     check_mask(mask, trained, model=str(checkpoint))
     return mask

@@ -82,7 +82,8 @@ def _pick_measurement(shapes: Shapes, key: Optional[str], path: Path) -> str:
             return name
     planes = [name for name, shape in shapes.items() if len(shape) == 2]
     if len(planes) != 1:
-        raise UnknownNameError(f"{path}: cannot tell which variable is the measurement; pass --key, one of {sorted(shapes)}")
+        raise UnknownNameError(f"{path}: cannot tell which variable is the measurement; name it with the key option, one of "
+                               f"{sorted(shapes)}")
     return planes[0]
 
 

@@ -60,6 +60,16 @@ def read_config(path: Path, *, kind: str | None = None) -> dict[str, Any]:
     return config
 
 
+def saved_files(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The files a saved folder with this ``config.json`` holds besides its card: what a complete upload needs."""
+    weights = {"backbone": (BACKBONE_FILE,), "injector": (WEIGHTS_FILE,), "prior": (WEIGHTS_FILE,)}.get(config.get("kind"))
+    if weights is None:
+        raise InvalidInputError(f"unknown kind of saved model {config.get('kind')!r}; expected backbone, injector or prior")
+    if config.get("kind") == "injector" and config.get("backbone"):
+        weights += (BACKBONE_FILE,)
+    return (CONFIG_FILE, *weights, *((MASK_FILE,) if config.get("mask") else ()))
+
+
 def add_to_config(directory: Path, entries: Mapping[str, Any]) -> None:
     """Record ``entries`` in the ``config.json`` of a folder just saved (the mask beside it, the training stage)."""
     config = load_json(directory / CONFIG_FILE)

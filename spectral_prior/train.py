@@ -539,7 +539,7 @@ class Trainer:
         if not self.resume:
             if latest_checkpoint(self.output) is not None:
                 raise InvalidInputError(
-                    f"{self.output} already holds a run: pass --resume to continue it, or choose another --output"
+                    f"{self.output} already holds a run: resume it (the resume option), or choose another output folder"
                 )
             return
         saved = upgrade_run_settings(load_json(saved_config))

@@ -284,8 +284,10 @@ def test_push_to_hub_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
-    for name, data in _prior_files().items():
-        (tmp_path / name).write_bytes(data)
+    import spectral_prior as sp
+    from spectral_prior.adapters import create_backbone
+
+    sp.save_backbone(tmp_path, create_backbone("mst_s"), name="mst_s")  # a baseline run's final/: no model.safetensors
 
     url = push_to_hub(tmp_path, "acme/new-prior", token="hf_xyz", private=True, commit_message="v1")
     assert url == "https://hub.invalid/acme/new-prior/commit/abc"
@@ -306,6 +308,9 @@ def test_push_to_hub_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
             push_to_hub(tmp_path, bad)
     with pytest.raises(FileNotFoundError, match=r"no prior directory at"):
         push_to_hub(tmp_path / "absent", "acme/new-prior")
+    (tmp_path / "backbone.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"has no backbone\.safetensors; save the prior before pushing it"):
+        push_to_hub(tmp_path, "acme/new-prior")
     (tmp_path / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"has no config\.json; save the prior before pushing it"):
         push_to_hub(tmp_path, "acme/new-prior")

@@ -204,7 +204,7 @@ def test_cube_folder_with_wrong_bands_fails_with_the_file_named(tmp_path):
 def test_output_holding_a_run_needs_resume_and_the_same_settings(tmp_path):
     config = tiny(tmp_path, stage="baseline", steps=2)
     train(config, progress=False)
-    with pytest.raises(ValueError, match="pass --resume"):
+    with pytest.raises(ValueError, match=r"already holds a run: resume it \(the resume option\)"):
         train(config, progress=False)
     with pytest.raises(ValueError, match=r"crop: 32 -> 48"):
         train(dataclasses.replace(config, crop=48), resume=True, progress=False)
