@@ -66,11 +66,12 @@ def test_mst_parameter_counts(constructor, expected):
     assert sum(p.numel() for p in constructor().parameters()) == expected
 
 
-# The reference was recorded with 2 intra-op threads; other thread counts (the suite runs with 1) reorder float
-# reductions, which moves MST's outputs by ~1e-5 and, through sign(), BiSRNet's by ~1e-4. With the recording's thread
-# count both match bit for bit; an architecture or weight-loading error moves them by 1e-2 or more.
-MST_TOLERANCE = dict(rtol=1e-4, atol=1e-4)
-BISRNET_TOLERANCE = dict(rtol=1e-3, atol=5e-4)
+# Thread counts and CPU kernels reorder float reductions. Measured by benchmarks/tolerances.py at 1/2/4 threads x
+# ATEN_CPU_CAPABILITY default/avx2/avx512 (benchmarks/measured/tolerances.json): MST-S moves by up to 5.4e-5 and,
+# through sign(), BiSRNet by 1.5e-4. The tolerances leave a factor of about 10 over that; an architecture or
+# weight-loading error moves the outputs by 1e-2 or more.
+MST_TOLERANCE = dict(rtol=5e-4, atol=5e-4)
+BISRNET_TOLERANCE = dict(rtol=1e-3, atol=2e-3)
 
 
 @torch.no_grad()

@@ -84,11 +84,12 @@ def test_one_seed_gives_the_toolbox_initial_weights(reference):
     """Same construction order and initialisation (truncated-normal linears inside each stage) as the toolbox.
 
     The sums are of float32 draws: the vectorised sampling kernels of other CPUs move them by up to 3.6e-8 (seen on an
-    AMD EPYC, rtol 1.8e-7); a change of construction order or initialiser moves them by 1e-2 or more.
+    AMD EPYC, rtol 1.8e-7), the thread count by up to 1.8e-6 (benchmarks/tolerances.py); a change of construction
+    order or initialiser moves them by 1e-2 or more.
     """
     torch.manual_seed(int(reference["weight_seed"]))
     sums = torch.stack([value.double().sum() for value in mst_plus_plus().state_dict().values()])
-    assert_close(sums, reference["init_key_sums"], name="MST++ initial weight sums", rtol=1e-6, atol=1e-6)
+    assert_close(sums, reference["init_key_sums"], name="MST++ initial weight sums", rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()
