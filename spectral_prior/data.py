@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from . import cassi
 from .errors import InvalidInputError, MissingDependencyError, MissingFileError
+from .io import existing_folder
 from .matfile import Shapes, UnreadableMatFileError, read_mat
 
 __all__ = [
@@ -330,13 +331,9 @@ class CubeFolder(Dataset):
         cache: bool = False,
         cache_dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.root = Path(root)
         accepted = f"{', '.join(CUBE_SUFFIXES)} files or folders of band PNGs"
-        if self.root.is_file():
-            raise InvalidInputError(f"{self.root} is a file, but the cube folder must be a folder (of {accepted}): "
-                                    "put the cube in a folder of its own")
-        if not self.root.is_dir():
-            raise MissingFileError(f"cube folder not found: {self.root} (it should hold {accepted})")
+        self.root = existing_folder(root, "cube folder", hint=f" (it should hold {accepted}; a single cube goes in a "
+                                    "folder of its own)")
         paths = sorted(
             p for p in self.root.iterdir()
             if (p.is_file() and p.suffix.lower() in CUBE_SUFFIXES) or (p.is_dir() and _band_pngs(p))

@@ -305,13 +305,15 @@ def push_to_hub(
     folder = Path(directory).expanduser()
     if not folder.is_dir():
         raise MissingFileError(f"no prior directory at {folder}")
-    if filenames is None:
-        if not (folder / CONFIG_FILE).is_file():
-            raise MissingFileError(f"prior directory {folder} has no {CONFIG_FILE}; save the prior before pushing it")
+    def require(names: Sequence[str]) -> None:
+        for name in names:
+            if not (folder / name).is_file():
+                raise MissingFileError(f"prior directory {folder} has no {name}; save the prior before pushing it")
+
+    if filenames is None:  # what the config records: config.json first, then the files it names
+        require((CONFIG_FILE,))
         filenames = saved_files(read_config(folder / CONFIG_FILE))
-    for name in _as_names(filenames):
-        if not (folder / name).is_file():
-            raise MissingFileError(f"prior directory {folder} has no {name}; save the prior before pushing it")
+    require(_as_names(filenames))
 
     api = HfApi(token=token)
     repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

@@ -80,21 +80,21 @@ def save_tensors(tensors: Mapping[str, Tensor], path: str | os.PathLike, metadat
 
 def existing_file(path: str | os.PathLike, what: str) -> Path:
     """``path`` as a Path if it is a file; else an error that says whether nothing or a folder is there."""
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidInputError(f"{path} is a folder, but the {what} must be a file")
-    if not path.is_file():
-        raise MissingFileError(f"{what} not found: {path}")
-    return path
+    return _existing(Path(path), what, folder=False)
 
 
-def existing_folder(path: str | os.PathLike, what: str) -> Path:
-    """``path`` as a Path if it is a folder; else an error that says whether nothing or a file is there."""
-    path = Path(path)
-    if path.is_file():
-        raise InvalidInputError(f"{path} is a file, but the {what} must be a folder")
-    if not path.is_dir():
-        raise MissingFileError(f"{what} not found: {path}")
+def existing_folder(path: str | os.PathLike, what: str, *, hint: str = "") -> Path:
+    """``path`` as a Path if it is a folder; else an error that says whether nothing or a file is there (``hint``
+    ends both messages)."""
+    return _existing(Path(path), what, folder=True, hint=hint)
+
+
+def _existing(path: Path, what: str, *, folder: bool, hint: str = "") -> Path:
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    if (path.is_file() if folder else path.is_dir()):
+        raise InvalidInputError(f"{path} is a {other}, but the {what} must be a {kind}{hint}")
+    if not (path.is_dir() if folder else path.is_file()):
+        raise MissingFileError(f"{what} not found: {path}{hint}")
     return path
 
 
