@@ -35,7 +35,6 @@ from spectral_prior.adapters.registry import backbone_schedule
 from spectral_prior.data import CAVE_SPLIT, CubeFolder, SceneTiles
 from spectral_prior.evaluate import evaluate, mean_metrics
 from spectral_prior.models import save_backbone
-from spectral_prior.saved import save_mask
 from spectral_prior.train import LOG_FILE, TrainConfig, train, train_all
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -270,13 +269,13 @@ def ship(study_name: str, budget: str, out_root: Path, package: Path) -> list[Pa
         target = package / f"{study.backbone}_{arm}"
         shutil.rmtree(target, ignore_errors=True)
         card = _official_card(result, study) if arm == "official" else _card(result, study)
+        mask = dict(mask=sp.cassi.load_mask(MASK), mask_source="mask_256.mat (TSA-Net / MST toolbox simulation mask)")
         if arm == "sdp":
             injector = sp.get_injector(model)
             injector.prior.drop_teacher()
-            injector.save_pretrained(target, backbone=model, backbone_name=study.backbone, card=card)
+            injector.save_pretrained(target, backbone=model, backbone_name=study.backbone, card=card, **mask)
         else:
-            save_backbone(target, model, name=study.backbone, card=card)
-        save_mask(target, sp.cassi.load_mask(MASK), source="mask_256.mat (TSA-Net / MST toolbox simulation mask)")
+            save_backbone(target, model, name=study.backbone, card=card, **mask)
         if arm == "official":
             shutil.copyfile(OFFICIAL_LICENSE, target / "LICENSE.txt")
         written.append(target)

@@ -8,7 +8,7 @@ random crops of the 12 CAVE train scenes through ``mask_256.mat`` (stage 1 of ``
 
 * ``baseline``: the bare backbone;
 * ``teacher``: stage 1 with the Spectral Diffusion Prior, whose teacher HFE sees the ground truth;
-* ``control-a``: stage 1 with a :class:`~spectral_prior.prior.ConstantPrior`: the same SPIMs fed one learned vector,
+* ``control-a``: stage 1 with a :class:`~spectral_prior.sdp.prior.ConstantPrior`: the same SPIMs fed one learned vector,
   no image information;
 * ``baseline-fp32``: the baseline in float32, where the others train under ``--precision`` (bf16 by default): the
   accuracy check of bfloat16 autocast at equal seeds.
@@ -39,7 +39,7 @@ from spectral_prior import cassi, metrics
 from spectral_prior.adapters import backbone_preset, create_backbone
 from spectral_prior.data import CAVE_SPLIT, CubeFolder, SceneTiles
 from spectral_prior.evaluate import evaluate, mean_metrics
-from spectral_prior.prior import ConstantPrior
+from spectral_prior.sdp.prior import ConstantPrior
 from spectral_prior.train import TrainConfig, train
 
 ARMS = ("baseline", "teacher", "control-a", "baseline-fp32")

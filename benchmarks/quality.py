@@ -39,7 +39,7 @@ from common import RESULTS, cached_json, markdown_table, train_seconds, write_js
 from overhead import count_flops
 from spectral_prior.adapters import backbone_preset
 from spectral_prior.data import CubeFolder, ProceduralCubes
-from spectral_prior.hub import PRETRAINED_DIR
+from spectral_prior.saving.hub import PRETRAINED_DIR
 from spectral_prior.evaluate import evaluate, mean_metrics
 from spectral_prior.train import TrainConfig, train, train_all
 

@@ -14,14 +14,13 @@ from torch import nn
 
 from . import cassi
 from .errors import InvalidInputError
-from .hub import download_prior
 from .models import load_model
-from .saved import CONFIG_FILE, read_config
+from .saving.load import open_saved
 
 
 def _saved_backbone_name(checkpoint: str) -> str:
     """The backbone named in a saved directory's (or Hub repo's) config."""
-    config = read_config(download_prior(checkpoint, filenames=(CONFIG_FILE,)) / CONFIG_FILE)
+    config = open_saved(checkpoint, weights=False).config
     name = (config.get("backbone") or {}).get("name")
     if name is None:
         raise InvalidInputError(f"{checkpoint} does not name its backbone: pass --backbone")

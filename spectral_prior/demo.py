@@ -28,7 +28,7 @@ from .commands import add_mask_key_argument, load_model_and_backbone
 from .data import read_cube, to_cassi_bands
 from .errors import InvalidInputError
 from .evaluate import center_crop, size_multiple
-from .hub import PRETRAINED_DIR
+from .saving.hub import PRETRAINED_DIR
 from .io import writable_folder
 from .models import resolve_model_mask
 

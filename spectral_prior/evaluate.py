@@ -42,7 +42,7 @@ from .commands import (
 )
 from .data import CubeFolder, ProceduralCubes, SceneTiles, scene_names
 from .errors import InvalidInputError, MaskTooSmallError
-from .inject import get_injector
+from .sdp.inject import get_injector
 from .io import atomic_path, save_json
 from .models import resolve_model_mask
 from .viz import require_matplotlib, save_comparison_figure

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+@contextmanager
+def atomic_folder(folder: str | os.PathLike, *, what: str = "folder") -> Iterator[Path]:
+    """Yield a new empty folder beside ``folder``; on success it takes ``folder``'s place, on failure it vanishes.
+
+    Readers see the old folder or the complete new one (the old one is renamed away, the new one renamed in, then
+    the old one deleted). A ``folder`` that is a file, or a parent that cannot be written, is an
+    :class:`InvalidInputError` raised before anything is written.
+    """
+    folder = Path(folder)
+    if folder.is_file():
+        raise InvalidInputError(f"{what} {str(folder)!r} is a file, not a folder: choose a folder path")
+    with _writing_into(folder.parent, "folder"):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        temporary = folder.with_name(f".{folder.name}.{os.urandom(6).hex()}.tmp")
+        temporary.mkdir()  # the mode a plain mkdir gives under the umask
+    try:
+        yield temporary
+        retired = folder.with_name(f".{folder.name}.{os.urandom(6).hex()}.old")
+        if folder.exists():
+            os.replace(folder, retired)
+        os.replace(temporary, folder)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def save_tensors(tensors: Mapping[str, Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:

@@ -19,20 +19,13 @@ from torch import Tensor, nn
 from .adapters.checkpoint import load_toolbox_checkpoint
 from .adapters.registry import backbone_preset, create_backbone
 from .errors import InvalidInputError, UntrainedPriorWarning
-from .inject import inject_prior
-from .io import load_state_dict_strict, load_tensors, save_json, save_tensors
-from .saved import (
-    TRAINING_STAGE_KEY,
-    BACKBONE_FILE,
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    backbone_card,
-    library_stamp,
-    load_saved_mask,
-    mask_sha256,
-    read_config,
-    write_card,
-)
+from .io import load_state_dict_strict, load_tensors
+from .saving.cards import backbone_card
+from .saving.format import BACKBONE_FILE, TRAINING_STAGE_KEY, mask_sha256
+from .saving.hub import check_hub_options
+from .saving.load import Saved, load_saved_mask, open_saved
+from .saving.write import write_saved
+from .sdp.inject import load_injection
 
 
 def check_mask(mask2d: Tensor, trained: Tensor | None, *, model: str) -> None:
@@ -65,17 +58,22 @@ def resolve_model_mask(checkpoint: str | Path | None, mask: Tensor | None = None
     return mask
 
 
-def save_backbone(directory: str | Path, model: nn.Module, *, name: str, card: dict[str, Any] | None = None) -> Path:
-    """Save a bare backbone as ``backbone.safetensors`` + ``config.json`` (kind ``"backbone"``), atomically."""
-    directory = Path(directory)
-    save_tensors(model.state_dict(), directory / BACKBONE_FILE, metadata={"format": "pt"})
-    save_json(
-        {"kind": "backbone", **library_stamp(), "backbone": {"class": type(model).__name__, "name": name,
-                                                               "file": BACKBONE_FILE}},
-        directory / CONFIG_FILE,
-    )
-    write_card(directory, backbone_card(name, card or {}))
-    return directory
+def save_backbone(
+    directory: str | Path,
+    model: nn.Module,
+    *,
+    name: str,
+    card: dict[str, Any] | None = None,
+    mask: Tensor | None = None,
+    mask_source: str | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> Path:
+    """Save a bare backbone as ``backbone.safetensors`` + ``config.json`` (kind ``"backbone"``) + card, and its coded
+    aperture ``mask`` when given, as a unit (:func:`~spectral_prior.saving.write_saved`)."""
+    config = {"kind": "backbone", "backbone": {"class": type(model).__name__, "name": name, "file": BACKBONE_FILE},
+              **(extra_config or {})}
+    return write_saved(directory, config, {BACKBONE_FILE: model.state_dict()}, card=backbone_card(name, card or {}),
+                       mask=mask, mask_source=mask_source)
 
 
 def load_model(
@@ -88,8 +86,6 @@ def load_model(
     ``state_dict`` keys stay as they are; the first call at each input shape pays for a compilation). ``hub_kwargs``
     (``revision``, ``cache_dir``, ``local_files_only``, ``token``) apply to Hub repo ids.
     """
-    from .hub import check_hub_options
-
     check_hub_options(hub_kwargs, load_model)
     model = _load_model(checkpoint, backbone, hub_kwargs)
     if compile:
@@ -98,8 +94,6 @@ def load_model(
 
 
 def _load_model(checkpoint: str | Path | None, backbone: str | None, hub_kwargs: dict[str, Any]) -> nn.Module:
-    from .hub import download_prior
-
     if checkpoint is None:
         if backbone is None:
             raise InvalidInputError("pass a checkpoint, a backbone name, or both")
@@ -115,36 +109,36 @@ def _load_model(checkpoint: str | Path | None, backbone: str | None, hub_kwargs:
             load_toolbox_checkpoint(model, path)
         return model.eval()
 
-    directory = download_prior(
-        str(checkpoint), filenames=(CONFIG_FILE,), optional=(WEIGHTS_FILE, BACKBONE_FILE), **hub_kwargs
-    )
-    config = read_config(directory / CONFIG_FILE)
-    name = _backbone_name(config, backbone, directory)
+    saved = open_saved(checkpoint, **hub_kwargs)
+    name = _backbone_name(saved.config, backbone, saved.directory)
     model = create_backbone(name)
-    if config["kind"] == "backbone":
-        load_state_dict_strict(model, load_tensors(directory / BACKBONE_FILE), source=str(directory))
+    if saved.kind == "backbone":
+        load_state_dict_strict(model, saved.tensors(BACKBONE_FILE), source=str(saved.directory))
         return model.eval()
-    if config["kind"] != "injector":
+    _check_whole_injection(saved, checkpoint)
+    return load_injection(model, saved, condition=backbone_preset(name).condition).eval()
+
+
+def _check_whole_injection(saved: Saved, checkpoint: str | Path) -> None:
+    """Refuse what is not a whole injected model; warn for the end of stage 1, whose student is untrained."""
+    if saved.kind != "injector":
         raise InvalidInputError(
-            f"{directory} holds a bare {config['kind']!r}; inject it into a backbone with "
+            f"{saved.directory} holds a bare {saved.kind!r}; inject it into a backbone with "
             f"inject_prior(model, layers=..., prior={str(checkpoint)!r}) instead"
         )
-    if not config.get("backbone"):
+    if not saved.config.get("backbone"):
         raise InvalidInputError(
-            f"{directory} holds prior and SPIM weights without the backbone's: load your trained backbone, then "
-            f"inject_prior(model, layers=..., prior={str(checkpoint)!r})"
+            f"{saved.directory} holds prior and SPIM weights without the backbone's: load your trained backbone, then "
+            f"load_injection(model, {str(checkpoint)!r})"
         )
-    if config.get(TRAINING_STAGE_KEY) == "stage1":
+    if saved.config.get(TRAINING_STAGE_KEY) == "stage1":
         warnings.warn(
-            f"{directory} is the end of training stage 1: its measurement-only prior has not been trained yet (stage 1 "
-            "trains the teacher, which sees the ground truth), so its scores are not the method's; train stages 2a "
-            "and 2b from it first",
+            f"{saved.directory} is the end of training stage 1: its measurement-only prior has not been trained yet "
+            "(stage 1 trains the teacher, which sees the ground truth), so its scores are not the method's; train "
+            "stages 2a and 2b from it first",
             UntrainedPriorWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    layers = config["preset"] or config["layers"]
-    preset = backbone_preset(name)
-    return inject_prior(model, layers, prior=directory, condition=preset.condition).eval()
 
 
 def _backbone_name(config: dict[str, Any], given: str | None, directory: Path) -> str:

@@ -41,11 +41,13 @@ from torch import nn
 
 from .adapters.registry import backbone_preset, create_backbone, list_backbones
 from .errors import InvalidInputError, MissingDependencyError
-from .hub import EMBEDDED_MODELS, PRETRAINED_DIR
-from .inject import INJECTOR_NAME, SpectralPriorInjector, inject_prior
+from .saving.format import CONFIG_FILE, read_config
+from .saving.hub import EMBEDDED_MODELS, PRETRAINED_DIR
+from .sdp.inject import inject_prior
+from .sdp.injector import INJECTOR_NAME, SpectralPriorInjector
 from .models import load_model
-from .prior import PriorConfig, SpectralDiffusionPrior
-from .saved import CONFIG_FILE, read_config
+from .sdp.config import PriorConfig
+from .sdp.prior import SpectralDiffusionPrior
 
 try:
     from timm.models import (

@@ -47,7 +47,8 @@ from .commands import resolve_device
 from .data import CAVE_SPLIT, CassiBatches, CubeFolder, ProceduralCubes, SceneTiles, scene_names
 from .errors import InvalidInputError, UntrainedPriorWarning
 from .evaluate import evaluate, mean_metrics
-from .inject import INJECTOR_NAME, get_injector, inject_prior
+from .sdp.inject import get_injector, inject_prior
+from .sdp.injector import INJECTOR_NAME
 from .io import (
     atomic_path,
     load_json,
@@ -57,8 +58,9 @@ from .io import (
     save_tensors,
 )
 from .models import load_model, save_backbone
-from .prior import PriorConfig, SpectralDiffusionPrior
-from .saved import TRAINING_STAGE_KEY, add_to_config, save_mask
+from .saving.format import TRAINING_STAGE_KEY
+from .sdp.config import PriorConfig
+from .sdp.prior import SpectralDiffusionPrior
 
 STAGES = ("baseline", "stage1", "stage2a", "stage2b")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -692,15 +694,15 @@ class Trainer:
         final = self.output / FINAL_DIR
         if self.processes.is_main:
             with self.ema.applied() if self.ema is not None else nullcontext():
-                card = {"training": _training_card(self.config)}
+                saving = dict(card={"training": _training_card(self.config)}, mask=self.mask2d,
+                              mask_source=_mask_source(self.config),
+                              extra_config={TRAINING_STAGE_KEY: self.config.stage})
                 if self.config.stage == "baseline":
-                    save_backbone(final, self.model, name=self.config.backbone, card=card)
+                    save_backbone(final, self.model, name=self.config.backbone, **saving)
                 else:
                     get_injector(self.model).save_pretrained(
-                        final, backbone=self.model, backbone_name=self.config.backbone, card=card
+                        final, backbone=self.model, backbone_name=self.config.backbone, **saving
                     )
-                save_mask(final, self.mask2d, source=_mask_source(self.config))
-                add_to_config(final, {TRAINING_STAGE_KEY: self.config.stage})
         if self.processes.world_size > 1:
             dist.barrier()
         return final

@@ -11,9 +11,10 @@ import spectral_prior as sp
 from spectral_prior import cli
 from spectral_prior import cassi
 from spectral_prior.adapters import bisrnet, mst_s
-from spectral_prior.hub import EMBEDDED_MODELS, PRETRAINED_DIR
+from spectral_prior.saving.hub import EMBEDDED_MODELS, PRETRAINED_DIR
 from spectral_prior.io import load_tensors
-from spectral_prior.saved import load_saved_mask, mask_sha256
+from spectral_prior.saving.format import mask_sha256
+from spectral_prior.saving.load import load_saved_mask
 
 EMBEDDED = {"bisrnet-official": "bisrnet", "bisrnet-sdp": "bisrnet", "bisrnet-baseline": "bisrnet", "mst_s-sdp": "mst_s", "mst_s-baseline": "mst_s"}
 ROW = re.compile(r"^\| ([\w.-]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", re.M)

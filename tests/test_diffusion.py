@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from spectral_prior.diffusion import DiffusionSchedule, LatentDiffusion, MLPDenoiser, linear_beta_schedule
+from spectral_prior.sdp.diffusion import DiffusionSchedule, LatentDiffusion, MLPDenoiser, linear_beta_schedule
 
 STEPS = 4
 

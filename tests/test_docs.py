@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 import spectral_prior
-from spectral_prior import hub
+from spectral_prior._moved import MOVED
+from spectral_prior.saving import hub
 from spectral_prior.cli import build_parser
 from spectral_prior.train import STAGES
 
@@ -132,7 +133,7 @@ def _import_object(name: str) -> object:
 
 def test_api_reference_objects_import() -> None:
     names = _api_names()
-    assert "spectral_prior.inject" in names
+    assert "spectral_prior.sdp.inject" in names
     for name in names:
         needs = OPTIONAL_DEPENDENCIES.get(name)
         if needs is not None and importlib.util.find_spec(needs) is None:
@@ -149,7 +150,7 @@ def test_every_public_module_is_in_the_api_reference() -> None:
         if not any(part.startswith("_") for part in info.name.split("."))
         and info.name.count(".") == 1  # top-level modules; adapters' submodules are documented through the package
     }
-    missing = sorted(modules - documented - UNDOCUMENTED_MODULES)
+    missing = sorted(modules - documented - UNDOCUMENTED_MODULES - set(MOVED))
     assert not missing, f"docs/api.md does not render {missing}"
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from spectral_prior.hfe import HFE
+from spectral_prior.sdp.hfe import HFE
 
 
 @pytest.mark.parametrize("teacher", [False, True])

@@ -19,8 +19,8 @@ from hub_server import (  # noqa: F401 - the *_fixture imports register the "hub
 from huggingface_hub import HfApi, snapshot_download
 from safetensors.torch import load_file, save
 
-from spectral_prior import hub
-from spectral_prior.hub import PriorDownloadError, download_prior, push_to_hub, resolve_prior_source
+from spectral_prior.saving import hub
+from spectral_prior.saving.hub import PriorDownloadError, download_prior, push_to_hub, resolve_prior_source
 
 try:
     from huggingface_hub.errors import (
@@ -105,7 +105,7 @@ def test_local_directory(tmp_path: Path) -> None:
 
 _DOWNLOAD = """
 import json
-from spectral_prior.hub import download_prior
+from spectral_prior.saving.hub import download_prior
 path = download_prior({source!r})
 print(json.dumps({{"dir": str(path)}}))
 """
@@ -145,7 +145,7 @@ def test_download_then_offline_from_cache(hub_server: LocalHub, tmp_path: Path) 
 def test_offline_and_not_cached_in_subprocess(hub_server: LocalHub, tmp_path: Path) -> None:
     hub_server.add_repo(REPO, _prior_files())
     code = """
-from spectral_prior.hub import PriorDownloadError, download_prior
+from spectral_prior.saving.hub import PriorDownloadError, download_prior
 try:
     download_prior("acme/mst-prior")
 except PriorDownloadError as err:

@@ -13,7 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 import spectral_prior as sp
 from spectral_prior.adapters import bisrnet, mst_s
-from spectral_prior.inject import _active_priors
+from spectral_prior.sdp.injector import _active_priors
 
 
 # -- toy models ----------------------------------------------------------------------------------------------------
@@ -209,8 +209,8 @@ def test_presets_match_toolbox_names_also_when_nested(make, preset, count):
 
 def test_list_entries_match_full_names_and_dotted_suffixes():
     model = ToyUNet()
-    assert sp.inject.match_targets(model, ["mid", "up_block.conv"]) == ["mid", "up_block.conv"]
-    assert sp.inject.match_targets(Wrapped(ToyUNet()), ["mid"]) == ["net.mid"]
+    assert sp.sdp.targets.match_targets(model, ["mid", "up_block.conv"]) == ["mid", "up_block.conv"]
+    assert sp.sdp.targets.match_targets(Wrapped(ToyUNet()), ["mid"]) == ["net.mid"]
 
 
 def test_no_match_lists_close_candidates():

@@ -9,7 +9,7 @@ from torch import nn
 import spectral_prior as sp
 from spectral_prior.adapters import bisrnet, mst_plus_plus, mst_s
 from spectral_prior.adapters.bisrnet import BinaryConv2d
-from spectral_prior.inject import infer_channel_axis
+from spectral_prior.sdp.targets import infer_channel_axis
 
 
 def h_and_mask(make, batch=2, height=16, width=24):

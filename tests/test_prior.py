@@ -67,9 +67,9 @@ def test_the_prior_of_a_saved_injection_loads_alone(prior, tmp_path):
     loaded = sp.SpectralDiffusionPrior.from_pretrained(tmp_path)
     assert loaded.state_dict().keys() == prior.state_dict().keys()
     assert all(torch.equal(value, prior.state_dict()[key]) for key, value in loaded.state_dict().items())
-    (tmp_path / "config.json").write_text((tmp_path / "config.json").read_text().replace('"injector"', '"backbone"'))
+    sp.save_backbone(tmp_path / "bare", sp.remove_prior(model), name="mst_s")
     with pytest.raises(ValueError, match="holds a 'backbone' checkpoint, not a saved prior or injection"):
-        sp.SpectralDiffusionPrior.from_pretrained(tmp_path)
+        sp.SpectralDiffusionPrior.from_pretrained(tmp_path / "bare")
 
 
 def test_loading_is_strict(prior, tmp_path):

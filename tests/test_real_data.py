@@ -15,7 +15,8 @@ from spectral_prior import train as train_module
 from spectral_prior.data import CAVE_SPLIT, CassiBatches, CubeFolder, SceneTiles, scene_names
 from spectral_prior.evaluate import evaluate
 from spectral_prior.models import check_mask, resolve_model_mask
-from spectral_prior.saved import MASK_FILE, load_saved_mask, mask_sha256, save_mask
+from spectral_prior.saving.format import MASK_FILE, mask_sha256
+from spectral_prior.saving.load import load_saved_mask
 from spectral_prior.train import TrainConfig, train
 
 TINY_PRIOR = {"prior_dim": 16, "hfe_dim": 8, "hfe_depth": 1, "denoiser_hidden": 32, "denoiser_depth": 1}
@@ -167,9 +168,8 @@ def test_prior_lr_gives_the_added_parameters_their_own_rate(tmp_path):
 
 @pytest.fixture
 def saved_with_mask(tmp_path) -> tuple[Path, torch.Tensor]:
-    folder = sp.save_backbone(tmp_path / "model", sp.adapters.mst_s(), name="mst_s")
     mask = cassi.random_mask(48, seed=3)
-    save_mask(folder, mask, source="random 48x48")
+    folder = sp.save_backbone(tmp_path / "model", sp.adapters.mst_s(), name="mst_s", mask=mask, mask_source="random 48x48")
     return folder, mask
 
 

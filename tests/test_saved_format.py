@@ -10,6 +10,7 @@ from torch import nn
 
 import spectral_prior as sp
 from spectral_prior.io import load_tensors
+from spectral_prior.saving.format import FORMAT_VERSION, read_config
 from tolerance import assert_close
 
 V1 = Path(__file__).parent / "fixtures" / "v1"
@@ -44,7 +45,7 @@ def test_a_v1_prior_loads():
 
 @pytest.mark.parametrize("name", ["mst_s-baseline", "bisrnet-sdp"])
 def test_the_embedded_v1_models_load(name):
-    folder = sp.hub.PRETRAINED_DIR / name.replace("-", "_")
+    folder = sp.saving.hub.PRETRAINED_DIR / name.replace("-", "_")
     assert json.loads((folder / "config.json").read_text())["format_version"] == 1
     assert isinstance(sp.load_model(name), nn.Module)
 
@@ -55,3 +56,60 @@ def test_a_v1_run_settings_file_gives_a_train_config():
     saved = json.loads((V1 / "run" / "train_config.json").read_text())
     config = TrainConfig(**upgrade_run_settings(saved))
     assert (config.backbone, config.steps, config.crop) == ("mst_s", 2, 32)
+
+
+# -- the schema and the upgrades -------------------------------------------------------------------------------------
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / folder.name))
+
+
+def test_a_v1_injection_without_positions_is_upgraded_to_block_outputs(tmp_path):
+    folder = _copy(V1 / "injector", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    del config["positions"]  # as files written before positions existed
+    (folder / "config.json").write_text(json.dumps(config))
+    upgraded = read_config(folder / "config.json")
+    assert upgraded["positions"] == {"body": "output"} and upgraded["format_version"] == FORMAT_VERSION
+    assert sp.get_injector(sp.inject_prior(ToyBackbone(), prior=folder)).positions == {"body": "output"}
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda c: c.pop("targets"), r"is damaged: a 'injector' config needs 'targets'"),
+    (lambda c: c.update(kind="adapter"), r"unknown kind of saved model 'adapter'"),
+    (lambda c: c.pop("format_version"), r"is not a spectral-prior config \(no format_version\)"),
+    (lambda c: c.update(format_version=FORMAT_VERSION + 1), r"reads format \d+ at most: upgrade with pip install -U"),
+])
+def test_a_damaged_config_is_one_clear_error(tmp_path, damage, message):
+    folder = _copy(V1 / "injector", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    damage(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        sp.inject_prior(ToyBackbone(), prior=folder)
+
+
+def test_saving_again_writes_todays_format_and_the_same_weights(tmp_path):
+    model = sp.inject_prior(ToyBackbone(), prior=V1 / "injector")
+    sp.get_injector(model).save_pretrained(tmp_path / "again", backbone=model)
+    assert read_config(tmp_path / "again" / "config.json")["format_version"] == FORMAT_VERSION
+    for name in ("model.safetensors", "backbone.safetensors"):
+        old, new = load_tensors(V1 / "injector" / name), load_tensors(tmp_path / "again" / name)
+        assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+
+
+def test_saving_replaces_a_saved_folder_as_a_unit_and_keeps_a_users_other_files(tmp_path):
+    model = sp.inject_prior(ToyBackbone(), prior=V1 / "injector")
+    injector = sp.get_injector(model)
+    injector.save_pretrained(tmp_path / "saved", backbone=model)
+    injector.save_pretrained(tmp_path / "saved")  # without the backbone now: its old weights file must go
+    assert not (tmp_path / "saved" / "backbone.safetensors").exists()
+    (tmp_path / "saved" / "notes.txt").write_text("mine")
+    injector.save_pretrained(tmp_path / "saved", backbone=model)
+    assert (tmp_path / "saved" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "saved" / "backbone.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]  # no temporary folder left beside it
+    assert not [p for p in (tmp_path / "saved").iterdir() if p.name.startswith(".")]

@@ -30,7 +30,7 @@ from spectral_prior.adapters import (
     load_toolbox_checkpoint,
     mst_s,
 )
-from spectral_prior.hub import EMBEDDED_MODELS, PRETRAINED_DIR
+from spectral_prior.saving.hub import EMBEDDED_MODELS, PRETRAINED_DIR
 
 ALL_BACKBONES = ["bisrnet", "mst_l", "mst_m", "mst_plus_plus", "mst_s"]
 

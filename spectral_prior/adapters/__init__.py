@@ -3,7 +3,7 @@ from .bisrnet import BiSRNet, bisrnet
 from .checkpoint import load_toolbox_checkpoint
 from .mst import MST, mst_l, mst_m, mst_s
 from .mst_plus_plus import MSTPlusPlus, mst_plus_plus
-from .presets import PRESETS, Preset, get_preset
+from ..sdp.presets import PRESETS, Preset, get_preset
 from .registry import (
     BACKBONES,
     backbone_preset,

@@ -10,7 +10,7 @@ from ..errors import InvalidInputError, UnknownNameError
 from .bisrnet import bisrnet
 from .mst import mst_l, mst_m, mst_s
 from .mst_plus_plus import mst_plus_plus
-from .presets import Preset, get_preset
+from ..sdp.presets import Preset, get_preset
 
 
 @dataclass(frozen=True)
