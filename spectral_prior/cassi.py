@@ -18,10 +18,9 @@ from torch import Tensor
 from .checks import check_finite, check_unit_range
 from .errors import (
     InvalidInputError,
-    UnknownNameError,
 )
 from .io import existing_file, load_tensors
-from .matfile import Shapes, read_mat
+from .matfile import pick_variable, read_mat
 
 __all__ = [
     "BANDS",
@@ -42,6 +41,13 @@ __all__ = [
 
 BANDS = 28
 """Number of spectral bands of the CASSI benchmark."""
+CASSI_WAVELENGTHS = torch.tensor(
+    [
+        453.3, 457.6, 462.1, 466.8, 471.6, 476.5, 481.6, 486.9, 492.4, 498.0, 503.9, 509.9, 516.2, 522.7,
+        529.5, 536.5, 543.8, 551.4, 558.6, 567.5, 575.3, 584.3, 594.4, 604.2, 614.4, 625.1, 636.3, 648.1,
+    ]
+)
+"""The 28 band centres (nm) of the TSA/KAIST CASSI benchmark."""
 STEP = 2
 """Dispersion, in pixels per band."""
 INPUT_SETTINGS = ("H", "HM", "Y")
@@ -137,26 +143,13 @@ def shift_back(y: Tensor, nC: int = BANDS, step: int = STEP) -> Tensor:
 # masks
 
 
-def _read_mat(path: Path, key: str | None) -> np.ndarray:
-    return read_mat(path, lambda shapes: _pick_variable(shapes, key, path))[1]
-
-
 MASK_KEYS = ("mask", "Mask", "mask2d")
 """Variable names :func:`load_mask` takes as a coded aperture when no ``key`` is given."""
 
 
-def _pick_variable(shapes: Shapes, key: str | None, path: Path) -> str:
-    if key is None:
-        key = next((name for name in MASK_KEYS if name in shapes), None)
-        if key is None:
-            listed = ", ".join(f"{name} {list(shape)}" for name, shape in sorted(shapes.items()))
-            raise InvalidInputError(
-                f"{path} holds no variable named as a mask (one of {list(MASK_KEYS)}); its variables: {listed}. If "
-                "one of them is the coded aperture, name it with the mask key option"
-            )
-    if key not in shapes:
-        raise UnknownNameError(f"no variable {key!r} in {path}; available variables: {sorted(shapes)}")
-    return key
+def _read_mat(path: Path, key: str | None) -> np.ndarray:
+    choose = lambda shapes: pick_variable(shapes, key, path, what="coded aperture", named=MASK_KEYS, option="mask key")  # noqa: E731
+    return read_mat(path, choose)[1]
 
 
 def _read_safetensors(path: Path, key: str) -> np.ndarray:

@@ -1,16 +1,17 @@
 """One reader for MATLAB files, shared by cubes, masks and measurements: v5 through scipy, v7.3 (HDF5) through h5py.
 
 Each caller decides which variable it wants from the names and shapes in the file (a mask, a cube, a measurement
-each have their rules); this module reads that one variable in MATLAB's axis order, whatever the file's version.
+each have their rules, all told to :func:`pick_variable`); this module reads that one variable in MATLAB's axis order,
+whatever the file's version.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InvalidInputError, MissingDependencyError, MissingFileError
+from .errors import InvalidInputError, MissingDependencyError, MissingFileError, UnknownNameError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MATLAB_HEADER = 512  # a v7.3 MAT-file is an HDF5 file behind a 512-byte user block
@@ -21,6 +22,41 @@ Shapes = Dict[str, Tuple[int, ...]]
 
 class UnreadableMatFileError(InvalidInputError):
     """A ``.mat`` file that is corrupted, truncated, or not a MATLAB file."""
+
+
+class VariableChoiceError(UnknownNameError, InvalidInputError):
+    """The variable asked for is not in the file, or none of the file's variables is clearly the one wanted (a
+    ``KeyError`` and a ``ValueError`` both)."""
+
+
+def pick_variable(
+    shapes: Shapes,
+    key: Optional[str],
+    path: Path,
+    *,
+    what: str,
+    named: Sequence[str],
+    dims: Optional[int] = None,
+    option: str = "key",
+) -> str:
+    """The variable to read: ``key`` if given; else the first of ``named`` in the file; else, with ``dims``, the file's
+    only variable of that many axes. :class:`VariableChoiceError` otherwise, listing the variables and naming
+    ``option`` (how the caller's user names one)."""
+    listed = ", ".join(f"{name} {list(shape)}" for name, shape in sorted(shapes.items()))
+    if key is not None:
+        if key not in shapes:
+            raise VariableChoiceError(f"no variable {key!r} in {path}; variables in the file: {listed}")
+        return key
+    found = next((name for name in named if name in shapes), None)
+    if found is None and dims is not None:
+        candidates = [name for name, shape in shapes.items() if len(shape) == dims]
+        found = candidates[0] if len(candidates) == 1 else None
+    if found is None:
+        raise VariableChoiceError(
+            f"{path}: cannot tell which variable is the {what} (none is named {' or '.join(named)}); name it with the "
+            f"{option} option, one of the variables in the file: {listed}"
+        )
+    return found
 
 
 def is_v73(path: Path) -> bool:

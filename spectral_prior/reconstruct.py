@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from . import cassi
+from .cassi import CASSI_WAVELENGTHS
 from .adapters.registry import backbone_preset
 from .checks import check_finite, check_unit_range
 from .commands import (
@@ -35,10 +36,9 @@ from .commands import (
     require_trained_weights,
     resolve_device,
 )
-from .data import CASSI_WAVELENGTHS
-from .errors import InvalidInputError, UnknownNameError
+from .errors import InvalidInputError
 from .io import atomic_path, existing_file, save_tensors
-from .matfile import Shapes, read_mat
+from .matfile import pick_variable, read_mat
 from .models import resolve_model_mask
 from .viz import require_matplotlib, save_preview
 
@@ -69,22 +69,8 @@ def read_measurement(path: PathLike, key: Optional[str] = None) -> Tensor:
 
 
 def _read_mat_variable(path: Path, key: Optional[str]) -> np.ndarray:
-    return read_mat(path, lambda shapes: _pick_measurement(shapes, key, path))[1]
-
-
-def _pick_measurement(shapes: Shapes, key: Optional[str], path: Path) -> str:
-    if key is not None:
-        if key not in shapes:
-            raise UnknownNameError(f"no variable {key!r} in {path}; variables in the file: {sorted(shapes)}")
-        return key
-    for name in MEASUREMENT_KEYS:
-        if name in shapes:
-            return name
-    planes = [name for name, shape in shapes.items() if len(shape) == 2]
-    if len(planes) != 1:
-        raise UnknownNameError(f"{path}: cannot tell which variable is the measurement; name it with the key option, one of "
-                               f"{sorted(shapes)}")
-    return planes[0]
+    choose = lambda shapes: pick_variable(shapes, key, path, what="measurement", named=MEASUREMENT_KEYS, dims=2)  # noqa: E731
+    return read_mat(path, choose)[1]
 
 
 def _check_geometry(measurement: Tensor, mask2d: Tensor, bands: int, step: int) -> None:

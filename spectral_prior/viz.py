@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import CASSI_WAVELENGTHS, Wavelengths
+from .cassi import CASSI_WAVELENGTHS
+from .data.bands import Wavelengths
 from .errors import InvalidInputError, MissingDependencyError
 from .io import atomic_path
 

@@ -10,6 +10,7 @@ import torch
 from matlab_files import write_mat_v73
 from safetensors.numpy import save_file
 
+from spectral_prior.matfile import VariableChoiceError
 from spectral_prior import cassi
 from spectral_prior.data import (
     CASSI_WAVELENGTHS,
@@ -77,10 +78,10 @@ def test_mat_v73_cave_key_gets_cave_wavelengths(tmp_path):
 
 def test_missing_key_lists_the_variables(tmp_path):
     scipy.io.savemat(tmp_path / "x.mat", {"alpha": _hwc(), "beta": _hwc()})
-    with pytest.raises(CubeReadError, match=r"'alpha', 'beta'") as info:
+    with pytest.raises(VariableChoiceError, match=r"no variable 'img' .*: alpha \[\d+, \d+, \d+\], beta") as info:
         read_cube(tmp_path / "x.mat", key="img")
     assert "x.mat" in str(info.value)
-    with pytest.raises(CubeReadError, match="key="):  # two candidates, none of the known names
+    with pytest.raises(VariableChoiceError, match="which variable is the cube .*the key option"):  # two candidates
         read_cube(tmp_path / "x.mat")
 
 

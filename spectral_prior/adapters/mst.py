@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..cassi import BANDS
+from ..cassi import STEP as DISPERSION_STEP
 from ..errors import InvalidInputError
 from .layers import PreNorm, check_cube, check_shape, has_hooks
 
-BANDS = 28
-DISPERSION_STEP = 2
 NORMALIZE_EPS = 1e-12  # F.normalize's default eps, which the toolbox uses
 
 

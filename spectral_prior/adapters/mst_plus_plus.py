@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..cassi import BANDS
 from ..errors import InvalidInputError
 from .layers import PreNorm, check_cube, check_shape
 from .mst import FeedForward, SpectralMSA
 
-BANDS = 28
 PAD_MULTIPLE = 8
 MIN_SIZE = PAD_MULTIPLE // 2 + 1  # reflect padding needs a pad smaller than the size it pads
 SST_LEVELS = 2  # down/up-sampling levels of every single-stage transformer (fixed in the toolbox)
