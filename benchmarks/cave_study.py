@@ -33,9 +33,9 @@ from common import cached_json, markdown_table, train_seconds, write_json
 from spectral_prior.adapters import backbone_preset
 from spectral_prior.adapters.registry import backbone_schedule
 from spectral_prior.data import CAVE_SPLIT, CubeFolder, SceneTiles
-from spectral_prior.evaluate import evaluate, mean_metrics
+from spectral_prior.evaluation import evaluate, mean_metrics
 from spectral_prior.models import save_backbone
-from spectral_prior.train import LOG_FILE, TrainConfig, train, train_all
+from spectral_prior.training import LOG_FILE, TrainConfig, train, train_all
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CAVE = SHARED_DATA / "cave"

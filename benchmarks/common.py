@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from spectral_prior.io import save_json
-from spectral_prior.train import LOG_FILE
+from spectral_prior.training import LOG_FILE
 
 RESULTS = Path(__file__).parent / "results"
 

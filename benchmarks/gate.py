@@ -4,7 +4,7 @@
     python benchmarks/gate.py ... --report-only          # the table of the arms finished so far
 
 For each seed, with the same batches, the same initial backbone weights and the same schedule (paired seeds), on
-random crops of the 12 CAVE train scenes through ``mask_256.mat`` (stage 1 of ``spectral_prior.train``):
+random crops of the 12 CAVE train scenes through ``mask_256.mat`` (stage 1 of ``spectral_prior.training``):
 
 * ``baseline``: the bare backbone;
 * ``teacher``: stage 1 with the Spectral Diffusion Prior, whose teacher HFE sees the ground truth;
@@ -35,12 +35,13 @@ import torch
 import spectral_prior as sp
 from cave_study import CAVE, MASK, test_tiles
 from common import cached_json, markdown_table, train_seconds, write_json
-from spectral_prior import cassi, metrics
+from spectral_prior import cassi
+from spectral_prior.evaluation import metrics
 from spectral_prior.adapters import backbone_preset, create_backbone
 from spectral_prior.data import CAVE_SPLIT, CubeFolder, SceneTiles
-from spectral_prior.evaluate import evaluate, mean_metrics
+from spectral_prior.evaluation import evaluate, mean_metrics
 from spectral_prior.sdp.prior import ConstantPrior
-from spectral_prior.train import TrainConfig, train
+from spectral_prior.training import TrainConfig, train
 
 ARMS = ("baseline", "teacher", "control-a", "baseline-fp32")
 GATE_DB = 0.3

@@ -9,7 +9,7 @@ Real data (``--study``, see :mod:`cave_study`): the CAVE training scenes of ``..
 the 16 quadrants of its four test scenes; study A starts from the official BiSRNet weights, study B trains MST-S
 from scratch. The default ``--study procedural`` is the recipe check on procedural scenes below.
 
-For each backbone and seed, with the same data, batch, crop, mask and seed (``spectral_prior.train``'s recipe):
+For each backbone and seed, with the same data, batch, crop, mask and seed (``spectral_prior.training``'s recipe):
 
 * ``baseline``: the bare backbone, ``steps`` steps;
 * ``+SDP``: stage 1 for ``steps / 2``, stage 2a (prior only, cheap) for ``steps / 4``, stage 2b for ``steps / 2``:
@@ -40,8 +40,8 @@ from overhead import count_flops
 from spectral_prior.adapters import backbone_preset
 from spectral_prior.data import CubeFolder, ProceduralCubes
 from spectral_prior.saving.hub import PRETRAINED_DIR
-from spectral_prior.evaluate import evaluate, mean_metrics
-from spectral_prior.train import TrainConfig, train, train_all
+from spectral_prior.evaluation import evaluate, mean_metrics
+from spectral_prior.training import TrainConfig, train, train_all
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TEST_SEED = 424_242  # held-out procedural scenes: not a training (run seed) nor a validation seed

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 import spectral_prior as sp
-from spectral_prior import cassi, cli, metrics
+from spectral_prior import cassi, cli
+from spectral_prior.evaluation import metrics
 from spectral_prior.adapters import bisrnet, load_toolbox_checkpoint
 from spectral_prior.data import read_cube, to_cassi_bands
 

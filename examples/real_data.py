@@ -14,7 +14,7 @@ from pathlib import Path
 
 import spectral_prior as sp
 from spectral_prior.adapters import backbone_preset, bisrnet, load_toolbox_checkpoint
-from spectral_prior.reconstruct import read_measurement, reconstruct_measurement
+from spectral_prior.inference import read_measurement, reconstruct_measurement
 from spectral_prior.viz import save_preview
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -14,6 +14,13 @@ MOVED: dict[str, str] = {
     "spectral_prior.adapters.presets": "spectral_prior.sdp.presets",
     "spectral_prior.saved": "spectral_prior.saving.format",
     "spectral_prior.hub": "spectral_prior.saving.hub",
+    "spectral_prior.metrics": "spectral_prior.evaluation.metrics",
+    "spectral_prior.evaluate": "spectral_prior.evaluation",
+    "spectral_prior.reconstruct": "spectral_prior.inference",
+    "spectral_prior.train": "spectral_prior.training",
+    "spectral_prior.timm_models": "spectral_prior.integrations.timm",
+    "spectral_prior.commands": "spectral_prior.cli.common",
+    "spectral_prior.demo": "spectral_prior.cli.demo",
 }
 """Old module path -> where it lives now."""
 

@@ -39,10 +39,22 @@ def _writing_into(folder: Path, what: str) -> Iterator[None]:
         raise InvalidInputError(f"cannot write to {what} {str(folder)!r} ({err.strerror}): choose a writable folder") from None
 
 
-def writable_folder(folder: str | os.PathLike, *, what: str = "output") -> Path:
-    """Create ``folder`` (and its parents) if needed and check that files can be written into it; an
-    :class:`InvalidInputError` naming it otherwise (a file in the way, no permission, a read-only file system)."""
+def writable_folder(folder: str | os.PathLike, *, what: str = "output", create: bool = True) -> Path:
+    """Check that ``folder`` can hold files: an :class:`InvalidInputError` naming it otherwise (a file in the way, no
+    permission, a read-only file system).
+
+    With ``create`` the folder (and its parents) is created and a probe file written into it; without, nothing is
+    created (a run that fails later leaves no empty folder behind): the nearest existing folder on its path must be
+    writable.
+    """
     folder = Path(folder)
+    if not create:
+        if folder.exists() and not folder.is_dir():
+            raise InvalidInputError(f"{what} {str(folder)!r} is a file, not a folder: choose a folder path")
+        existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise InvalidInputError(f"cannot write to {what} {str(folder)!r}: {existing} is not a writable folder")
+        return folder
     with _writing_into(folder, what):
         folder.mkdir(parents=True, exist_ok=True)
         probe, _ = _create_beside(folder / "write-check")

@@ -58,6 +58,15 @@ def resolve_model_mask(checkpoint: str | Path | None, mask: Tensor | None = None
     return mask
 
 
+def mask_for_models(checkpoints: list[str | Path | None], mask: Tensor | None = None) -> Tensor:
+    """The one coded aperture to run several saved models with: ``mask`` if given, else the first model's (see
+    :func:`resolve_model_mask`), with a warning for each model trained with another one."""
+    mask2d = resolve_model_mask(checkpoints[0], mask)
+    for other in checkpoints[1:]:
+        resolve_model_mask(other, mask2d)
+    return mask2d
+
+
 def save_backbone(
     directory: str | Path,
     model: nn.Module,
@@ -149,3 +158,17 @@ def _backbone_name(config: dict[str, Any], given: str | None, directory: Path) -
     if name is None:
         raise InvalidInputError(f"{directory} does not name its backbone: pass backbone= (e.g. 'mst_s')")
     return name
+
+
+def load_model_and_backbone(checkpoint: str | Path | None, backbone: str | None) -> tuple[nn.Module, str]:
+    """:func:`load_model` of ``checkpoint``, with the name of its backbone (``backbone``, or the one its saved config
+    names)."""
+    if checkpoint is None and backbone is None:
+        raise InvalidInputError("give a checkpoint, a backbone, or both")
+    model = load_model(checkpoint, backbone=backbone)
+    if backbone is not None:
+        return model, backbone
+    name = (open_saved(checkpoint, weights=False).config.get("backbone") or {}).get("name")
+    if name is None:
+        raise InvalidInputError(f"{checkpoint} does not name its backbone: say which it is (the backbone option)")
+    return model, name

@@ -3,7 +3,8 @@ import warnings
 
 import pytest
 
-from spectral_prior import cli, evaluate
+from spectral_prior import cli
+from spectral_prior.cli import eval as eval_command
 from spectral_prior.errors import InvalidInputError, MissingFileError, SpectralPriorError, UnknownNameError
 
 EVAL_ARGS = ["eval", "--checkpoint", "x", "--data", "d", "--output", "o"]
@@ -16,7 +17,7 @@ def test_library_errors_end_the_command_with_one_line(monkeypatch, capsys, error
     def fail(args):
         raise error
 
-    monkeypatch.setattr(evaluate, "run", fail)
+    monkeypatch.setattr(eval_command, "run", fail)
     assert cli.main(EVAL_ARGS) == 2
     err = capsys.readouterr().err
     assert err == f"spectral-prior eval: error: {' '.join(str(error).split())}\n"
@@ -28,7 +29,7 @@ def test_other_exceptions_are_bugs_and_keep_their_traceback(monkeypatch, bug):
     def fail(args):
         raise bug
 
-    monkeypatch.setattr(evaluate, "run", fail)
+    monkeypatch.setattr(eval_command, "run", fail)
     with pytest.raises(type(bug)):
         cli.main(EVAL_ARGS)
 
@@ -45,7 +46,7 @@ def test_warnings_are_one_line_without_a_source_line(monkeypatch, capsys):
         warnings.warn("the model was trained with another mask;\n    expect a loss", UserWarning)
         return 0
 
-    monkeypatch.setattr(evaluate, "run", warn)
+    monkeypatch.setattr(eval_command, "run", warn)
     assert cli.main(EVAL_ARGS) == 0
     assert capsys.readouterr().err == "spectral-prior eval: warning: the model was trained with another mask; expect a loss\n"
     with pytest.warns(UserWarning, match="outside the command"):  # the library's own warnings are left as they were
@@ -56,6 +57,6 @@ def test_ctrl_c_is_one_line_with_status_130(monkeypatch, capsys):
     def interrupt(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate, "run", interrupt)
+    monkeypatch.setattr(eval_command, "run", interrupt)
     assert cli.main(EVAL_ARGS) == 130
     assert capsys.readouterr().err == "spectral-prior eval: interrupted\n"

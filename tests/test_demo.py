@@ -123,7 +123,7 @@ def test_demo_errors_are_one_line(tmp_path, capsys):
     small = tmp_path / "small.npy"
     np.save(small, np.ones((16, 16), dtype="float32"))
     assert cli.main(["demo", "--quick", "--mask", str(small), "--output", str(tmp_path / "x.png")]) == 2
-    assert "smaller than the scene" in capsys.readouterr().err
+    assert "is smaller than scene 'demo' (128x128): give a mask at least" in capsys.readouterr().err
     assert cli.main(["demo", "--models", "bisrnet-sdp", "bisrnet-sdp", "--output", str(tmp_path / "x.png")]) == 2
     assert "--models lists bisrnet-sdp more than once" in capsys.readouterr().err
     assert cli.main(["demo", "--output", str(tmp_path)]) == 2

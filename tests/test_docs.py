@@ -23,13 +23,13 @@ import spectral_prior
 from spectral_prior._moved import MOVED
 from spectral_prior.saving import hub
 from spectral_prior.cli import build_parser
-from spectral_prior.train import STAGES
+from spectral_prior.training import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]
-UNDOCUMENTED_MODULES = {"spectral_prior.io", "spectral_prior.demo"}  # internal helpers; the demo is a command
-OPTIONAL_DEPENDENCIES = {"spectral_prior.timm_models": "timm"}  # imported only where the extra is installed
+UNDOCUMENTED_MODULES = {"spectral_prior.io", "spectral_prior.devices"}  # internal helpers
+OPTIONAL_DEPENDENCIES = {"spectral_prior.integrations.timm": "timm"}  # imported only where the extra is installed
 
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 _COMMAND = re.compile(r"(?:spectral-prior|spectral_prior\.cli)((?:\s+--?[\w-]+)*)(?:\s+([a-z]+))?(.*)")

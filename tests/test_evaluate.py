@@ -13,7 +13,7 @@ import spectral_prior as sp
 from spectral_prior import cassi, cli
 from spectral_prior.adapters import backbone_preset, create_backbone
 from spectral_prior.data import ProceduralCubes
-from spectral_prior.evaluate import center_crop, evaluate, format_table, size_multiple
+from spectral_prior.evaluation import center_crop, evaluate, format_table, size_multiple
 
 PROCEDURAL = ["--data", "procedural", "--scenes", "2", "--size", "64", "--seed", "3"]
 SCENES = [*PROCEDURAL, "--mask", "random", "--mask-size", "64"]
@@ -181,7 +181,7 @@ def test_bad_inputs_are_one_line_errors(case, tmp_path, baselines):
 def test_an_output_that_is_a_file_fails_before_any_compute(tmp_path, baselines):
     (tmp_path / "out").write_text("")
     status, _, stderr = _eval("--checkpoint", baselines[0], *SCENES, "--output", tmp_path / "out", "--quiet")
-    assert status == 2 and f"--output {tmp_path / 'out'} is a file, not a folder" in stderr
+    assert status == 2 and f"--output '{tmp_path / 'out'}' is a file, not a folder" in stderr
 
 
 def test_tiles_score_each_scene_in_its_quadrants(baselines, tmp_path):

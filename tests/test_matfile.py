@@ -9,7 +9,7 @@ from spectral_prior import cassi
 from spectral_prior.data import CubeReadError, read_cube
 from spectral_prior.errors import InvalidInputError, UnknownNameError
 from spectral_prior.matfile import UnreadableMatFileError, read_mat
-from spectral_prior.reconstruct import read_measurement
+from spectral_prior.inference import read_measurement
 
 
 @pytest.fixture(params=["v5", "v73"])

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spectral_prior.metrics import psnr, sam, ssim
+from spectral_prior.evaluation.metrics import psnr, sam, ssim
 
 # ----------------------------------------------------------------------------------------------------------------
 # loop references (the toolbox's torch_psnr and ssim_torch, band by band)

@@ -11,13 +11,13 @@ import torch
 
 import spectral_prior as sp
 from spectral_prior import cassi, cli
-from spectral_prior import train as train_module
+from spectral_prior.training import stages, trainer
 from spectral_prior.data import CAVE_SPLIT, CassiBatches, CubeFolder, SceneTiles, scene_names
-from spectral_prior.evaluate import evaluate
+from spectral_prior.evaluation import evaluate
 from spectral_prior.models import check_mask, resolve_model_mask
 from spectral_prior.saving.format import MASK_FILE, mask_sha256
 from spectral_prior.saving.load import load_saved_mask
-from spectral_prior.train import TrainConfig, train
+from spectral_prior.training import TrainConfig, train
 
 TINY_PRIOR = {"prior_dim": 16, "hfe_dim": 8, "hfe_depth": 1, "denoiser_hidden": 32, "denoiser_depth": 1}
 
@@ -113,14 +113,14 @@ def _folder_run(tmp_path: Path, **changes) -> TrainConfig:
 def test_a_folder_run_trains_on_the_named_scenes_and_validates_on_their_centres(tmp_path, monkeypatch):
     config = _folder_run(tmp_path)
     seen = {}
-    original = train_module.evaluate
+    original = trainer.evaluate
 
     def spy(model, scenes, mask2d, **kwargs):
         seen["names"] = [scenes[i][1] for i in range(len(scenes))]
         seen["teacher"] = kwargs.get("teacher")
         return original(model, scenes, mask2d, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate", spy)
+    monkeypatch.setattr(trainer, "evaluate", spy)
     final = train(config, progress=False)
     assert seen == {"names": ["a@8,8", "b@8,8"], "teacher": False}  # train scenes only, never 'held_out'
     card = (final / "README.md").read_text()
@@ -134,8 +134,8 @@ def test_a_folder_run_trains_on_the_named_scenes_and_validates_on_their_centres(
 
 def test_stage1_validates_through_its_teacher(tmp_path, monkeypatch):
     calls = []
-    original = train_module.evaluate
-    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: calls.append(k["teacher"]) or original(*a, **k))
+    original = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: calls.append(k["teacher"]) or original(*a, **k))
     train(_folder_run(tmp_path, stage="stage1"), progress=False)
     assert calls == [True]
 
@@ -156,8 +156,8 @@ def test_evaluate_with_teacher_uses_the_ground_truth(tmp_path):
 
 def test_prior_lr_gives_the_added_parameters_their_own_rate(tmp_path):
     config = _folder_run(tmp_path, stage="stage1", lr=1e-6, prior_lr=1e-3)
-    model = train_module._build_model(config)
-    groups = train_module._parameter_groups(train_module._trainable(model, "stage1"), model, config)
+    model = stages.build_model(config)
+    groups = stages.parameter_groups(stages.trainable_parameters(model, "stage1"), model, config)
     added = {id(p) for p in sp.get_injector(model).parameters()}
     assert [g["lr"] for g in groups] == [1e-6, 1e-3]
     assert all(id(p) not in added for p in groups[0]["params"]) and all(id(p) in added for p in groups[1]["params"])

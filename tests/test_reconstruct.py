@@ -13,7 +13,7 @@ import spectral_prior as sp
 from spectral_prior import cassi, cli
 from spectral_prior.adapters import backbone_preset
 from spectral_prior.data import CASSI_WAVELENGTHS, ProceduralCubes, read_cube
-from spectral_prior.reconstruct import prepare_measurement, read_measurement, reconstruct_measurement
+from spectral_prior.inference import prepare_measurement, read_measurement, reconstruct_measurement
 
 
 def _reconstruct(*argv):

@@ -51,7 +51,7 @@ def test_the_embedded_v1_models_load(name):
 
 
 def test_a_v1_run_settings_file_gives_a_train_config():
-    from spectral_prior.train import TrainConfig, upgrade_run_settings
+    from spectral_prior.training import TrainConfig, upgrade_run_settings
 
     saved = json.loads((V1 / "run" / "train_config.json").read_text())
     config = TrainConfig(**upgrade_run_settings(saved))

@@ -49,7 +49,7 @@ def timm() -> ModuleType:
         pytest.skip(message)
     import timm
 
-    import spectral_prior.timm_models  # noqa: F401 - registers the models
+    import spectral_prior.integrations.timm  # noqa: F401 - registers the models
 
     return timm
 
@@ -84,13 +84,13 @@ def _assert_same_outputs(model: torch.nn.Module, expected: torch.nn.Module, back
 def test_every_backbone_and_its_sdp_variant_is_a_timm_model(timm: ModuleType) -> None:
     assert sorted(list_backbones()) == ALL_BACKBONES
     ours = ALL_BACKBONES + [name + "_sdp" for name in ALL_BACKBONES]
-    assert sorted(timm.list_models(module="timm_models")) == sorted(ours)
+    assert sorted(timm.list_models(module="timm")) == sorted(ours)
     assert set(timm.list_models("mst*")) >= {"mst_s", "mst_m", "mst_l", "mst_plus_plus", "mst_l_sdp", "mst_s_sdp"}
     assert EMBEDDED_MODELS["default"] == EMBEDDED_MODELS["bisrnet-sdp"] == "bisrnet_sdp"
     assert {"mst_s_sdp.cave", "mst_s.cave"} <= set(timm.list_pretrained("mst*"))
     assert {"bisrnet_sdp.cave", "bisrnet.cave"} <= set(timm.list_pretrained("bisrnet*"))
-    with_weights = timm.list_models(module="timm_models", pretrained=True, include_tags=True)
-    assert sorted(with_weights) == sp.timm_models.pretrained_names()
+    with_weights = timm.list_models(module="timm", pretrained=True, include_tags=True)
+    assert sorted(with_weights) == sp.integrations.timm.pretrained_names()
 
 
 @pytest.mark.parametrize("name", ["mst_s", "mst_l", "bisrnet"])
@@ -209,12 +209,12 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_core_never_imports_timm() -> None:
-    """Every module of the package but the timm integration imports without pulling in timm or torchvision."""
+    """Every module of the package but the timm integration (and its old alias) imports without pulling in timm or torchvision."""
     result = _python(
         "import importlib, pkgutil, sys\n"
         "import spectral_prior\n"
         "for module in pkgutil.walk_packages(spectral_prior.__path__, 'spectral_prior.'):\n"
-        "    if module.name != 'spectral_prior.timm_models':\n"
+        "    if module.name not in ('spectral_prior.integrations.timm', 'spectral_prior.timm_models'):\n"
         "        importlib.import_module(module.name)\n"
         "print(sorted(name for name in ('timm', 'torchvision') if name in sys.modules))\n"
     )
@@ -223,7 +223,7 @@ def test_the_core_never_imports_timm() -> None:
 
 
 def test_the_integration_without_timm_says_how_to_install_it() -> None:
-    result = _python("import sys; sys.modules['timm'] = None; import spectral_prior.timm_models")
+    result = _python("import sys; sys.modules['timm'] = None; import spectral_prior.integrations.timm")
     assert result.returncode != 0
-    assert "spectral_prior.timm_models needs timm" in result.stderr
+    assert "spectral_prior.integrations.timm needs timm" in result.stderr
     assert "pip install 'spectral-prior[timm]'" in result.stderr

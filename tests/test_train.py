@@ -15,9 +15,9 @@ import torch
 
 from tolerance import assert_close
 import spectral_prior as sp
-from spectral_prior import train as train_module
+from spectral_prior.training import checkpoints, stages, trainer
 from spectral_prior.io import load_tensors
-from spectral_prior.train import TrainConfig, latest_checkpoint, train
+from spectral_prior.training import TrainConfig, latest_checkpoint, train
 
 TINY_PRIOR = {"prior_dim": 16, "hfe_dim": 8, "hfe_depth": 1, "denoiser_hidden": 32, "denoiser_depth": 1}
 
@@ -105,7 +105,7 @@ def test_checkpoints_are_atomic_and_only_the_latest_is_kept(tmp_path, monkeypatc
             raise OSError("disk full")
         real_save(*args, **kwargs)
 
-    monkeypatch.setattr(train_module.torch, "save", save_then_fail)
+    monkeypatch.setattr(checkpoints.torch, "save", save_then_fail)
     with pytest.raises(OSError, match="disk full"):
         train(config, progress=False)
     folder = latest_checkpoint(config.output)
@@ -113,7 +113,7 @@ def test_checkpoints_are_atomic_and_only_the_latest_is_kept(tmp_path, monkeypatc
     assert sorted(p.name for p in folder.parent.iterdir()) == ["latest.json", "step-0000002"]
     assert not (Path(config.output) / "final").exists()
 
-    monkeypatch.setattr(train_module.torch, "save", real_save)
+    monkeypatch.setattr(checkpoints.torch, "save", real_save)
     train(config, resume=True, progress=False)
     assert sorted(p.name for p in folder.parent.iterdir()) == ["latest.json", "step-0000004"]
 
@@ -265,7 +265,7 @@ def test_compile_runs_the_training_network_through_torch_compile(tmp_path, monke
         return real_compile(network, backend="aot_eager", **kwargs)
 
     eager = train(tiny(tmp_path / "eager", steps=2), progress=False)
-    monkeypatch.setattr(train_module.torch, "compile", compile_for_test)
+    monkeypatch.setattr(checkpoints.torch, "compile", compile_for_test)
     with_compile = train(tiny(tmp_path / "compiled", steps=2, compile=True), progress=False)
     assert compiled == ["MST"]
     expected, got = weights(eager), weights(with_compile)
@@ -283,7 +283,7 @@ def test_frozen_binary_weights_keep_their_signs_while_the_rest_trains(tmp_path):
     settings = dict(backbone="bisrnet", freeze_binary=True, lr=1e-3, steps=2, checkpoint_every=2)
     for stage in ("baseline", "stage1"):  # both arms of a comparison train the same parts
         config = tiny(tmp_path / stage, stage=stage, **settings)
-        start = train_module._build_model(config).state_dict()  # the run's seeded initial weights
+        start = stages.build_model(config).state_dict()  # the run's seeded initial weights
         after = weights(train(config, progress=False))
         assert not changed({k: start[k] for k in latent}, after), "a latent binary weight moved"
         assert changed({k: start[k] for k in full_precision}, after) == full_precision
@@ -330,7 +330,7 @@ def test_stage2a_never_runs_the_backbone(tmp_path, stage1_final, monkeypatch):
         raise AssertionError("stage 2a ran the backbone")
 
     monkeypatch.setattr(MST, "forward", refuse)
-    monkeypatch.setattr(train_module.Trainer, "validate", lambda self: float("nan"))  # validation runs the model
+    monkeypatch.setattr(trainer.Trainer, "validate", lambda self: float("nan"))  # validation runs the model
     final = train(tiny(tmp_path, stage="stage2a", init=str(stage1_final), steps=2), progress=False)
     assert (final / "model.safetensors").is_file()
 
@@ -384,7 +384,7 @@ def test_ctrl_c_is_one_line_naming_where_the_run_resumes(tmp_path, capsys, monke
 
     output = tmp_path / "run"
     flags = tiny_flags(output, "--stage", "baseline", "--steps", "3", "--checkpoint-every", "2")
-    monkeypatch.setattr(train_module.Trainer, "_save_final", interrupt)
+    monkeypatch.setattr(trainer.Trainer, "_save_final", interrupt)
     assert main(flags) == 130
     checkpoint = latest_checkpoint(output).relative_to(output)
     assert capsys.readouterr().err == (f"spectral-prior train: interrupted: the run in {output} resumes from its "

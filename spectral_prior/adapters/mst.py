@@ -253,6 +253,11 @@ class MST(nn.Module):
         self.mapping = nn.Conv2d(dim, BANDS, 3, 1, 1, bias=False)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1)
 
+    @property
+    def input_multiple(self) -> int:
+        """What the input's height and width must be divisible by: one halving per encoder level."""
+        return 2**self.stage
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x: the 'H' input [B, 28, H, W]; mask: the 'Phi' mask [B or 1, 28, H, W + 54]. Returns [B, 28, H, W]."""
         check_cube(x, name="MST input x", bands=BANDS, multiple=2**self.stage)

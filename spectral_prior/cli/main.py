@@ -1,4 +1,5 @@
-"""The ``spectral-prior`` command: one subcommand per job, each defined next to the code it runs.
+"""The ``spectral-prior`` command: one subcommand per job, one module each (argparse and wording only: the work is
+the library's).
 
 A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status). A user error
 (bad path, bad value, missing extra, a prior that cannot be downloaded: a
@@ -14,15 +15,14 @@ import sys
 import warnings
 from typing import Sequence
 
-from . import __version__
-from .errors import SpectralPriorError
-
+from .._version import __version__
+from ..errors import SpectralPriorError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("spectral_prior.demo", "reconstruct a test scene with a bare and an SDP-injected backbone, offline"),
-    "train": ("spectral_prior.train", "train a backbone, or a spectral diffusion prior for it, in stages"),
-    "eval": ("spectral_prior.evaluate", "score a model on simulated measurements of scenes: PSNR, SSIM, SAM, figures"),
-    "reconstruct": ("spectral_prior.reconstruct", "reconstruct a cube from a real 2-D CASSI measurement"),
+    "demo": ("spectral_prior.cli.demo", "reconstruct a test scene with a bare and an SDP-injected backbone, offline"),
+    "train": ("spectral_prior.cli.train", "train a backbone, or a spectral diffusion prior for it, in stages"),
+    "eval": ("spectral_prior.cli.eval", "score a model on simulated measurements of scenes: PSNR, SSIM, SAM, figures"),
+    "reconstruct": ("spectral_prior.cli.reconstruct", "reconstruct a cube from a real 2-D CASSI measurement"),
 }
 
 
@@ -64,7 +64,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         detail = f": {error_message(err)}" if str(err) else ""
         print(f"spectral-prior {args.command}: interrupted{detail}", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
