@@ -1,12 +1,16 @@
 """The layout's rules hold: moved modules keep working for one release, with a DeprecationWarning."""
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import spectral_prior
 from spectral_prior._moved import MOVED
 
 
@@ -28,3 +32,91 @@ def test_the_public_api_imports_without_deprecation_warnings():
         "assert callable(adapters.mst_s) and 'mst' in adapters.PRESETS\n"
     )
     subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], check=True)
+
+
+# -- the rules of the house ------------------------------------------------------------------------------------------
+
+PACKAGE = Path(spectral_prior.__file__).parent
+
+LAYERS = {  # lowest first; a module may import its own layer and the ones below, never one above
+    "spectral_prior._version": 0, "spectral_prior.errors": 0, "spectral_prior.checks": 0, "spectral_prior.io": 0,
+    "spectral_prior.matfile": 0, "spectral_prior.devices": 0,
+    "spectral_prior.saving": 1, "spectral_prior.cassi": 1,
+    "spectral_prior.sdp": 2, "spectral_prior.data": 2,
+    "spectral_prior.adapters": 3, "spectral_prior.viz": 3, "spectral_prior.export": 3,
+    "spectral_prior.models": 4, "spectral_prior.evaluation": 4, "spectral_prior.inference": 4,
+    "spectral_prior.training": 5, "spectral_prior.integrations": 5,
+    "spectral_prior.cli": 6,
+    "spectral_prior": 7,  # the package's __init__: the public API, above everything
+}
+"""The layers of docs/architecture.md."""
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int:
+    for prefix in sorted(LAYERS, key=len, reverse=True):
+        if module == prefix or module.startswith(prefix + "."):
+            return LAYERS[prefix]
+    raise AssertionError(f"{module} is in no layer of LAYERS: add it (and to docs/architecture.md)")
+
+
+def _imports(path: Path) -> list[str]:
+    """The spectral_prior modules ``path`` imports, at module level or inside functions."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found += [f"{base}.{alias.name}" if importlib.util.find_spec(base) and _is_module(f"{base}.{alias.name}")
+                      else base for alias in node.names]
+    return [name for name in found if name == "spectral_prior" or name.startswith("spectral_prior.")]
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _sources() -> list[Path]:
+    moved = {old.removeprefix("spectral_prior.").replace(".", "/") + ".py" for old in MOVED}
+    return [p for p in sorted(PACKAGE.rglob("*.py")) if p.relative_to(PACKAGE).as_posix() not in moved]
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    upward = [
+        f"{_module_name(path)} (layer {_layer(_module_name(path))}) imports {name} (layer {_layer(name)})"
+        for path in _sources() for name in _imports(path)
+        if _layer(name) > _layer(_module_name(path)) and not name.startswith("spectral_prior._moved")
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_library_never_imports_the_command_line():
+    offenders = [_module_name(p) for p in _sources() if not _module_name(p).startswith("spectral_prior.cli")
+                 and _module_name(p) != "spectral_prior" and any(n.startswith("spectral_prior.cli") for n in _imports(p))]
+    assert not offenders
+
+
+def test_no_module_over_400_lines_and_no_function_over_80():
+    too_long = []
+    for path in _sources():
+        source = path.read_text()
+        if source.count("\n") > 400:
+            too_long.append(f"{path.relative_to(PACKAGE)}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                too_long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: "
+                                f"{node.end_lineno - node.lineno + 1} lines")
+    assert not too_long, "\n".join(too_long)

@@ -391,3 +391,54 @@ def test_ctrl_c_is_one_line_naming_where_the_run_resumes(tmp_path, capsys, monke
                                        f"checkpoint {checkpoint} with --resume --output {output}\n")
     monkeypatch.undo()
     assert main(["train", "--output", str(output), "--resume", "--quiet"]) == 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _run_until_first_checkpoint(config: TrainConfig, monkeypatch) -> Path:
+    """Train ``config`` and stop right after its first checkpoint, as a killed run does."""
+    original = trainer.Trainer.save_checkpoint
+
+    def save_then_stop(self, step):
+        original(self, step)
+        raise _Stop
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer.Trainer, "save_checkpoint", save_then_stop)
+        with pytest.raises(_Stop):
+            train(config, progress=False)
+    return latest_checkpoint(config.output) / "state.pt"
+
+
+def test_a_run_saved_before_a_new_setting_and_before_versioned_state_resumes(tmp_path, monkeypatch):
+    """An older release wrote neither ``warmup`` / ``ema`` (settings added since, with defaults) nor a state version:
+    its run resumes, and ends with the weights of an uninterrupted run."""
+    reference = train(tiny(tmp_path / "reference", stage="baseline", steps=4), progress=False)
+    config = tiny(tmp_path / "old", stage="baseline", steps=4)
+    state_file = _run_until_first_checkpoint(config, monkeypatch)
+    output = Path(config.output)
+    settings = json.loads((output / "train_config.json").read_text())
+    for added in ("warmup", "ema"):
+        del settings[added]
+    (output / "train_config.json").write_text(json.dumps(settings))
+    state = torch.load(state_file, weights_only=False)
+    del state["version"]
+    for added in ("warmup", "ema"):
+        del state["config"][added]
+    torch.save(state, state_file)
+
+    resumed = train(config, resume=True, progress=False)
+    assert weights(resumed).keys() == weights(reference).keys()
+    for name, value in weights(reference).items():
+        assert torch.equal(weights(resumed)[name], value), name
+
+
+def test_a_run_state_of_a_newer_release_is_refused(tmp_path, monkeypatch):
+    config = tiny(tmp_path, stage="baseline", steps=4)
+    state_file = _run_until_first_checkpoint(config, monkeypatch)
+    state = torch.load(state_file, weights_only=False)
+    torch.save({**state, "version": checkpoints.RUN_STATE_VERSION + 1}, state_file)
+    with pytest.raises(ValueError, match="written by a newer spectral-prior .*upgrade with pip install -U"):
+        train(config, resume=True, progress=False)
