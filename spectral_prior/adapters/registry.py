@@ -24,7 +24,17 @@ class BackboneEntry:
     schedule: str = "cosine"
 
 
-BACKBONES: dict[str, BackboneEntry] = {}
+BACKBONES: dict[str, BackboneEntry] = {
+    entry.name: entry
+    for entry in (
+        BackboneEntry("mst_s", mst_s, "mst", "multistep"),
+        BackboneEntry("mst_m", mst_m, "mst", "multistep"),
+        BackboneEntry("mst_l", mst_l, "mst", "multistep"),
+        BackboneEntry("mst_plus_plus", mst_plus_plus, "mst_plus_plus"),
+        BackboneEntry("bisrnet", bisrnet, "bisrnet"),
+    )
+}
+"""The built-in backbones; :func:`register_backbone` adds yours."""
 
 
 def register_backbone(name: str, build: Callable[..., nn.Module], preset: str, *, schedule: str = "cosine") -> None:
@@ -61,8 +71,3 @@ def list_backbones() -> list[str]:
     """Names :func:`create_backbone` accepts."""
     return sorted(BACKBONES)
 
-
-for _name, _build in (("mst_s", mst_s), ("mst_m", mst_m), ("mst_l", mst_l)):
-    register_backbone(_name, _build, preset="mst", schedule="multistep")
-register_backbone("mst_plus_plus", mst_plus_plus, preset="mst_plus_plus")
-register_backbone("bisrnet", bisrnet, preset="bisrnet")
