@@ -1,4 +1,5 @@
 """The examples run as a user would run them, and print what they promise."""
+import pytest
 import re
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from PIL import Image
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.mark.slow
 def test_quickstart_reconstructs_a_real_scene_with_the_official_checkpoint(shared_data, tmp_path):
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "quickstart.py"), "--data", str(shared_data), "--quick",

@@ -32,6 +32,7 @@ def example(name: str, injected: bool) -> tuple[torch.nn.Module, tuple[torch.Ten
     return model, inputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("injected", [False, True], ids=["bare", "injected"])
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_exported_program_equals_eager(name, injected):
@@ -61,6 +62,7 @@ def _onnx_ready() -> bool:
     pytest.skip(message)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mst_s", "bisrnet"])
 def test_onnx_file_runs_in_onnxruntime_as_eager(name, tmp_path):
     _onnx_ready()

@@ -111,6 +111,7 @@ print(json.dumps({{"dir": str(path)}}))
 """
 
 
+@pytest.mark.slow
 def test_download_then_offline_from_cache(hub_server: LocalHub, tmp_path: Path) -> None:
     files = _prior_files()
     commit = hub_server.add_repo(REPO, {**files, "README.md": b"# a prior\n"})

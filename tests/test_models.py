@@ -82,6 +82,7 @@ def test_an_invalid_layers_regex_is_named():
         sp.inject_prior(create_backbone("mst_s"), layers="(enc", prior_dim=8)
 
 
+@pytest.mark.slow
 def test_compile_true_compiles_the_loaded_injected_model_in_place(tmp_path, monkeypatch):
     """load_model(compile=True) compiles statically; the compiled injected model equals the eager one."""
     model = sp.inject_prior(create_backbone("mst_s"), "mst", prior=sp.SpectralDiffusionPrior(SMALL_PRIOR))

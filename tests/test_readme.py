@@ -4,6 +4,7 @@ The files they name are made here the way a user would have them: the coded aper
 checkpoints ``mst_l.pth`` / ``bisrnet.pth`` in the working folder, and the Hub repo ``owner/mst_l-sdp`` on the local
 Hub server (``tests/hub_server.py``). The timm snippet runs where timm is installed (always in CI).
 """
+import pytest
 import importlib.util
 import os
 import re
@@ -31,6 +32,7 @@ def test_readme_has_the_snippets_this_test_runs():
     assert any("load_toolbox_checkpoint" in code for code in found)
 
 
+@pytest.mark.slow
 def test_readme_snippets_run_as_written(tmp_path, monkeypatch, shared_data, hub_server, hub_client):
     torch.manual_seed(0)
     published = mst_l()

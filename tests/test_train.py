@@ -118,6 +118,7 @@ def test_checkpoints_are_atomic_and_only_the_latest_is_kept(tmp_path, monkeypatc
     assert sorted(p.name for p in folder.parent.iterdir()) == ["latest.json", "step-0000004"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     """SIGKILL a CLI run after its first checkpoint; --resume must end where an uninterrupted run ends."""
     command = [sys.executable, "-m", "spectral_prior.cli"]
@@ -153,6 +154,7 @@ def _torchrun(args: list, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["stage1", "stage2b"])
 def test_torchrun_two_processes_match_one_process(tmp_path, stage, stage1_final):
     extra = ["--stage", stage, "--steps", "3"] + (["--init", str(stage1_final)] if stage == "stage2b" else [])
@@ -256,6 +258,7 @@ def test_resume_finds_the_run_in_the_folder_or_refuses(tmp_path, capsys):
     assert not (tmp_path / "missing").exists()
 
 
+@pytest.mark.slow
 def test_compile_runs_the_training_network_through_torch_compile(tmp_path, monkeypatch):
     """--compile hands the network to torch.compile; the run then ends where the eager run ends (float rounding)."""
     compiled, real_compile = [], torch.compile
