@@ -51,10 +51,10 @@ def test_the_embedded_v1_models_load(name):
 
 
 def test_a_v1_run_settings_file_gives_a_train_config():
-    from spectral_prior.training import TrainConfig, upgrade_run_settings
+    from spectral_prior.training import TrainConfig
+    from spectral_prior.training.config import read_run_settings
 
-    saved = json.loads((V1 / "run" / "train_config.json").read_text())
-    config = TrainConfig(**upgrade_run_settings(saved))
+    config = TrainConfig(**read_run_settings(V1 / "run"))
     assert (config.backbone, config.steps, config.crop) == ("mst_s", 2, 32)
 
 

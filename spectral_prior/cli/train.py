@@ -12,9 +12,9 @@ from typing import Any, Optional
 
 from ..adapters.registry import list_backbones
 from ..errors import InvalidInputError
-from ..io import load_json
 from ..sdp.config import PriorConfig
-from ..training import STAGES, RUN_CONFIG_FILE, Processes, TrainConfig, latest_checkpoint, train, train_all, upgrade_run_settings
+from ..training import STAGES, RUN_CONFIG_FILE, Processes, TrainConfig, latest_checkpoint, train, train_all
+from ..training.config import read_run_settings
 
 _PRIOR_FLAGS = {
     "--prior-dim": "prior_dim",
@@ -57,11 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _saved_run(output: Path) -> Optional[tuple[bool, dict[str, Any]]]:
     """``(stage_all, settings)`` of the run in ``output`` (``--stage all`` runs keep theirs in ``stage1/``), or None."""
-    if (output / RUN_CONFIG_FILE).is_file():
-        return False, upgrade_run_settings(load_json(output / RUN_CONFIG_FILE))
-    if (output / "stage1" / RUN_CONFIG_FILE).is_file():  # train_all's first stage
-        return True, upgrade_run_settings(load_json(output / "stage1" / RUN_CONFIG_FILE))
-    return None
+    single, first_stage = read_run_settings(output), read_run_settings(output / "stage1")  # train_all's first stage
+    if single is not None:
+        return False, single
+    return None if first_stage is None else (True, first_stage)
 
 
 def config_from_arguments(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
@@ -97,10 +96,8 @@ def config_from_arguments(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 
 def _distill_steps(args: argparse.Namespace, config: TrainConfig) -> Optional[int]:
     """``--distill-steps``, or when resuming a ``--stage all`` run the stage-2a steps it was started with."""
-    saved = Path(config.output) / "stage2a" / RUN_CONFIG_FILE
-    if args.distill_steps is None and args.resume and saved.is_file():
-        return load_json(saved)["steps"]
-    return args.distill_steps
+    saved = read_run_settings(Path(config.output) / "stage2a") if args.distill_steps is None and args.resume else None
+    return saved["steps"] if saved is not None else args.distill_steps
 
 
 _WHAT_A_STAGE_LEAVES = {

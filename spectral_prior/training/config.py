@@ -3,11 +3,14 @@ an older release."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional
 
 from ..adapters.registry import list_backbones
 from ..errors import InvalidInputError
+from ..io import load_json, save_json
 from ..sdp.config import PriorConfig
 
 STAGES = ("baseline", "stage1", "stage2a", "stage2b")
@@ -155,3 +158,15 @@ def upgrade_run_settings(saved: dict[str, Any]) -> dict[str, Any]:
     if "amp" in saved:
         saved["precision"] = "auto" if saved.pop("amp") else "fp32"
     return saved
+
+
+def read_run_settings(folder: str | os.PathLike) -> Optional[dict[str, Any]]:
+    """The settings saved in a run folder's ``train_config.json``, in today's fields (:func:`upgrade_run_settings`),
+    or None when the folder holds no run."""
+    path = Path(folder) / RUN_CONFIG_FILE
+    return upgrade_run_settings(load_json(path)) if path.is_file() else None
+
+
+def write_run_settings(folder: str | os.PathLike, config: TrainConfig) -> None:
+    """Record ``config`` as the run folder's ``train_config.json`` (atomically)."""
+    save_json(asdict(config), Path(folder) / RUN_CONFIG_FILE)

@@ -34,12 +34,12 @@ from ..adapters.registry import backbone_preset
 from ..data import CassiBatches
 from ..errors import InvalidInputError
 from ..evaluation import evaluate, mean_metrics
-from ..io import atomic_path, load_json, load_state_dict_strict, save_json
+from ..io import atomic_path, load_state_dict_strict
 from ..models import save_backbone
 from ..saving.format import TRAINING_STAGE_KEY
 from ..sdp.inject import get_injector
 from .checkpoints import caller_rng_kept, latest_checkpoint, read_checkpoint, replace_folder, restore_rng, rng_states, write_checkpoint
-from .config import FINAL_DIR, LOG_FILE, MAY_CHANGE_ON_RESUME, RUN_CONFIG_FILE, TrainConfig, upgrade_run_settings
+from .config import FINAL_DIR, LOG_FILE, MAY_CHANGE_ON_RESUME, TrainConfig, read_run_settings, write_run_settings
 from .distributed import Processes, global_noise, mean_over_ranks, pick_device, process_group, rmse_loss
 from .stages import (
     EMA,
@@ -99,13 +99,13 @@ class Trainer:
             device=self.device,
         )
         if processes.is_main:
-            save_json(asdict(config), self.output / RUN_CONFIG_FILE)
+            write_run_settings(self.output, config)
         self._loop(batches, start)
         return self._save_final()
 
     def _check_run_folder(self) -> None:
-        saved_config = self.output / RUN_CONFIG_FILE
-        if not saved_config.is_file():
+        saved = read_run_settings(self.output)
+        if saved is None:
             return
         if not self.resume:
             if latest_checkpoint(self.output) is not None:
@@ -113,7 +113,6 @@ class Trainer:
                     f"{self.output} already holds a run: resume it (the resume option), or choose another output folder"
                 )
             return
-        saved = upgrade_run_settings(load_json(saved_config))
         defaults = asdict(TrainConfig())
         changed = sorted(
             name for name, value in asdict(self.config).items()
