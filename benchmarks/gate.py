@@ -59,16 +59,17 @@ def _config(args: argparse.Namespace, arm: str, seed: int, run: Path, **changes:
         steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, prior_lr=args.prior_lr, warmup=args.warmup,
         random_mask_crop=True, seed=seed, val_scenes=4, val_every=0, checkpoint_every=max(1, args.steps // 8),
         precision="fp32" if arm == "baseline-fp32" else args.precision, layers=args.preset,
+        init=args.init, freeze_binary=args.freeze_binary,
     )
     return TrainConfig(**{**settings, **changes})
 
 
 def _constant_prior_start(args: argparse.Namespace, seed: int, folder: Path) -> Path:
-    """Control (a)'s starting point: the seed's initial backbone (as the other arms draw it) with SPIMs on the same
-    targets, fed by a learned constant vector."""
+    """Control (a)'s starting point: the seed's initial backbone (as the other arms draw it, or ``--init``'s weights)
+    with SPIMs on the same targets, fed by a learned constant vector."""
     if not (folder / "config.json").is_file():
         torch.manual_seed(seed)
-        model = create_backbone(args.backbone)
+        model = sp.load_model(args.init) if args.init else create_backbone(args.backbone)
         sp.inject_prior(model, args.preset, prior=ConstantPrior(sp.PriorConfig().prior_dim, seed=seed))
         sp.get_injector(model).save_pretrained(folder, backbone=model, backbone_name=args.backbone)
     return folder
@@ -110,7 +111,7 @@ def _train_and_score(args: argparse.Namespace, arm: str, seed: int, out: Path) -
         final = train(_config(args, arm, seed, run, stage="baseline"), resume=True)
     else:
         init = str(_constant_prior_start(args, seed, out / "runs" / f"start-{arm}-seed{seed}")) if arm == "control-a" else None
-        final = train(_config(args, arm, seed, run, stage="stage1", init=init), resume=True)
+        final = train(_config(args, arm, seed, run, stage="stage1", init=init or args.init), resume=True)
     model = sp.load_model(final)
     result: dict[str, Any] = {"arm": arm, "seed": seed, **vars(args)}
     result.pop("out")
@@ -164,6 +165,8 @@ def main() -> None:
     parser.add_argument("--prior-lr", type=float, default=None)
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--init", help="a saved model every arm starts from (e.g. bisrnet-official); default: fresh")
+    parser.add_argument("--freeze-binary", action="store_true", help="train no latent binary weight (BiSRNet)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--threads", type=int, default=1)
@@ -172,6 +175,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     name = f"gate-{args.backbone}-{args.preset}-{args.steps}x{args.batch}x{args.crop}-{args.precision}"
+    if args.init:
+        name += f"-from-{Path(args.init).name}" + ("-frozen-binary" if args.freeze_binary else "")
     out = args.out / name.replace("\\", "").replace("/", "_")
     results = []
     for seed in args.seeds:
