@@ -73,8 +73,8 @@ def inject_prior(
             default is ``"output"``. Recorded in the saved config.
         example_inputs: inputs for the probe forward (a tensor, a tuple of args, or ``(args, kwargs)``); presets
             supply small ones.
-        load_backbone, hub_kwargs: see :func:`load_injection` (used when ``prior`` names a saved one); any other
-            keyword is a TypeError.
+        load_backbone: see :func:`load_injection` (used when ``prior`` names a saved one).
+        hub_kwargs: see :func:`load_injection`; any other keyword is a TypeError.
         replace: remove an existing injection first instead of raising.
     """
     check_hub_options(hub_kwargs, inject_prior)
@@ -114,7 +114,9 @@ def load_injection(
             :func:`~spectral_prior.saving.open_saved` opened).
         layers: for a saved injection, may be left out (it records its targets; given, it must select them); a saved
             bare prior needs it, as :func:`inject_prior` does.
-        condition, channels, example_inputs: as for :func:`inject_prior`; ``channels`` must agree with the saved ones.
+        condition: as for :func:`inject_prior`.
+        channels: as for :func:`inject_prior`; it must agree with the saved channels.
+        example_inputs: as for :func:`inject_prior`.
         load_backbone: when the injection was saved with its backbone's weights, load them into ``model`` (the
             default, as the one-line ``inject_prior(fresh_backbone, prior=NAME)`` needs; logged at INFO on the
             ``spectral_prior`` logger). False keeps the model's own weights (your fine-tuned backbone).
