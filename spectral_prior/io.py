@@ -84,19 +84,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.remove(temporary)
 
 
+def replaceable_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` (once resolved) can be renamed away and replaced: it does not exist yet, or it is not a mount
+    point nor the current folder (or one above it) and its parent may be written."""
+    folder = Path(folder).resolve()
+    if not folder.exists():
+        return True
+    cwd = Path.cwd().resolve()
+    inside = cwd == folder or folder in cwd.parents
+    return not inside and not os.path.ismount(folder) and os.access(folder.parent, os.W_OK | os.X_OK)
+
+
 @contextmanager
 def atomic_folder(folder: str | os.PathLike, *, what: str = "folder") -> Iterator[Path]:
     """Yield a new empty folder beside ``folder``; on success it takes ``folder``'s place, on failure it vanishes.
 
     Readers see the old folder or the complete new one (the old one is renamed away, the new one renamed in, then
-    the old one deleted). A ``folder`` that is a file, or a parent that cannot be written, is an
-    :class:`InvalidInputError` raised before anything is written.
+    the old one deleted; if the second rename fails, the old one is put back). ``folder`` is resolved first: through
+    a symbolic link, the folder it points at is replaced. Temporary folders left beside it by a killed writer are
+    deleted. A ``folder`` that is a file, or a parent that cannot be written, is an :class:`InvalidInputError`
+    raised before anything is written; see :func:`replaceable_folder` for what can be replaced at all.
     """
-    folder = Path(folder)
+    folder = Path(folder).resolve()
     if folder.is_file():
         raise InvalidInputError(f"{what} {str(folder)!r} is a file, not a folder: choose a folder path")
     with _writing_into(folder.parent, "folder"):
         folder.parent.mkdir(parents=True, exist_ok=True)
+        for stale in [*folder.parent.glob(f".{folder.name}.*.tmp"), *folder.parent.glob(f".{folder.name}.*.old")]:
+            shutil.rmtree(stale, ignore_errors=True)
         temporary = folder.with_name(f".{folder.name}.{os.urandom(6).hex()}.tmp")
         temporary.mkdir()  # the mode a plain mkdir gives under the umask
     try:
@@ -104,11 +119,15 @@ def atomic_folder(folder: str | os.PathLike, *, what: str = "folder") -> Iterato
         retired = folder.with_name(f".{folder.name}.{os.urandom(6).hex()}.old")
         if folder.exists():
             os.replace(folder, retired)
-        os.replace(temporary, folder)
+        try:
+            os.replace(temporary, folder)
+        except OSError:
+            if retired.exists():
+                os.replace(retired, folder)
+            raise
         shutil.rmtree(retired, ignore_errors=True)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
-
 
 def save_tensors(tensors: Mapping[str, Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` as safetensors, atomically (contiguous CPU copies; shared storage is fine)."""

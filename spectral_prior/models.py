@@ -21,7 +21,7 @@ from .adapters.registry import backbone_preset, create_backbone
 from .errors import InvalidInputError, UntrainedPriorWarning
 from .io import load_state_dict_strict, load_tensors
 from .saving.cards import backbone_card
-from .saving.format import BACKBONE_FILE, TRAINING_STAGE_KEY, mask_sha256
+from .saving.format import BACKBONE_FILE, TRAINING_STAGE_KEY, WEIGHTS_FILE, mask_sha256
 from .saving.hub import check_hub_options
 from .saving.load import Saved, load_saved_mask, open_saved
 from .saving.write import write_saved
@@ -118,7 +118,7 @@ def _load_model(checkpoint: str | Path | None, backbone: str | None, hub_kwargs:
             load_toolbox_checkpoint(model, path)
         return model.eval()
 
-    saved = open_saved(checkpoint, **hub_kwargs)
+    saved = open_saved(checkpoint, files=(WEIGHTS_FILE, BACKBONE_FILE), **hub_kwargs)
     name = _backbone_name(saved.config, backbone, saved.directory)
     model = create_backbone(name)
     if saved.kind == "backbone":
@@ -133,7 +133,7 @@ def _check_whole_injection(saved: Saved, checkpoint: str | Path) -> None:
     if saved.kind != "injector":
         raise InvalidInputError(
             f"{saved.directory} holds a bare {saved.kind!r}; inject it into a backbone with "
-            f"inject_prior(model, layers=..., prior={str(checkpoint)!r}) instead"
+            f"load_injection(model, {str(checkpoint)!r}, layers=...) instead"
         )
     if not saved.config.get("backbone"):
         raise InvalidInputError(
@@ -168,7 +168,7 @@ def load_model_and_backbone(checkpoint: str | Path | None, backbone: str | None)
     model = load_model(checkpoint, backbone=backbone)
     if backbone is not None:
         return model, backbone
-    name = (open_saved(checkpoint, weights=False).config.get("backbone") or {}).get("name")
+    name = (open_saved(checkpoint).config.get("backbone") or {}).get("name")
     if name is None:
         raise InvalidInputError(f"{checkpoint} does not name its backbone: say which it is (the backbone option)")
     return model, name

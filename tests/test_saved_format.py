@@ -113,3 +113,78 @@ def test_saving_replaces_a_saved_folder_as_a_unit_and_keeps_a_users_other_files(
     assert (tmp_path / "saved" / "backbone.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]  # no temporary folder left beside it
     assert not [p for p in (tmp_path / "saved").iterdir() if p.name.startswith(".")]
+
+
+# -- loading asks only for what it reads; saving replaces folders safely ---------------------------------------------
+
+
+def test_the_prior_of_an_injection_and_an_injection_without_its_backbone_load_without_the_backbone_file(tmp_path):
+    folder = _copy(V1 / "injector", tmp_path)
+    (folder / "backbone.safetensors").unlink()
+    assert sp.SpectralDiffusionPrior.from_pretrained(folder).prior_dim == 8
+    sp.load_injection(ToyBackbone(), folder, load_backbone=False)
+    with pytest.raises(FileNotFoundError, match="has no backbone.safetensors"):
+        sp.load_injection(ToyBackbone(), folder)
+
+
+def test_options_given_with_a_saved_prior_are_honoured_and_with_a_saved_injection_checked(tmp_path):
+    model = sp.load_injection(ToyBackbone(), V1 / "prior", layers=["body"], position="input", channel_axis=1,
+                              example_inputs=torch.zeros(1, 28, 8, 8))
+    assert sp.get_injector(model).positions == {"body": "input"}
+    with pytest.raises(ValueError, match="prior_dim=16 but the prior produces vectors of length 8"):
+        sp.load_injection(ToyBackbone(), V1 / "prior", layers=["body"], prior_dim=16, channels=8)
+    with pytest.raises(ValueError, match=r"position= disagrees with the injection saved in .*'input' given, 'output'"):
+        sp.inject_prior(ToyBackbone(), prior=V1 / "injector", position="input")
+    with pytest.raises(TypeError, match="holds a bare prior, which records no blocks: pass layers="):
+        sp.load_injection(ToyBackbone(), V1 / "prior")
+
+
+def _saved_injector() -> sp.SpectralPriorInjector:
+    return sp.get_injector(sp.inject_prior(ToyBackbone(), prior=V1 / "injector"))
+
+
+def test_saving_into_the_current_folder_and_through_a_link(tmp_path, monkeypatch):
+    injector = _saved_injector()
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    injector.save_pretrained(".")
+    assert read_config(here / "config.json")["kind"] == "injector"
+    target = tmp_path / "target"
+    injector.save_pretrained(target)
+    (tmp_path / "link").symlink_to(target, target_is_directory=True)
+    injector.save_pretrained(tmp_path / "link", extra_config={"note": "through the link"})
+    assert (tmp_path / "link").is_symlink()
+    assert read_config(target / "config.json")["note"] == "through the link"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "link", "target"]
+
+
+def test_a_failed_replacement_puts_the_old_folder_back_and_stale_leftovers_go(tmp_path, monkeypatch):
+    import os
+
+    from spectral_prior import io as sp_io
+
+    injector = _saved_injector()
+    folder = injector.save_pretrained(tmp_path / "saved", extra_config={"note": "old"})
+    (tmp_path / ".saved.0123456789ab.tmp").mkdir()  # what a killed writer leaves behind
+    real_replace, moved_away = os.replace, []
+
+    def renaming_in_fails(source, target):
+        if Path(target) == folder.resolve() and ".tmp" in Path(source).name:  # the new folder taking its place
+            raise OSError("disk full")
+        if Path(source) == folder.resolve():
+            moved_away.append(target)
+        real_replace(source, target)
+
+    monkeypatch.setattr(sp_io.os, "replace", renaming_in_fails)
+    with pytest.raises(OSError, match="disk full"):
+        injector.save_pretrained(folder, extra_config={"note": "new"})
+    monkeypatch.setattr(sp_io.os, "replace", real_replace)
+    assert moved_away and read_config(folder / "config.json")["note"] == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]
+
+
+def test_the_library_stamp_wins_over_a_stale_one_in_the_config(tmp_path):
+    _saved_injector().save_pretrained(tmp_path / "saved", extra_config={"format_version": 1, "library_version": "0"})
+    written = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert written["format_version"] == FORMAT_VERSION and written["library_version"] == sp.__version__

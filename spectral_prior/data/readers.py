@@ -71,7 +71,9 @@ def read_cube(
       8 or 16 bit scaled to [0, 1]; a 31-band folder gets :data:`CAVE_WAVELENGTHS`. Needs Pillow.
 
     ``layout`` (``'CHW'`` or ``'HWC'``) overrides the format's layout; ``wavelengths`` (nm, one per band)
-    overrides what the file says. Corrupted or unusable files raise :class:`CubeReadError` naming the file.
+    overrides what the file says. Corrupted or unusable files raise :class:`CubeReadError` naming the file; a
+    ``.mat`` variable that is not there, or none that is clearly the cube, a
+    :class:`~spectral_prior.matfile.VariableChoiceError`.
     """
     path = Path(path)
     if layout is not None and layout not in _LAYOUTS:

@@ -44,7 +44,7 @@ def prior_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
         FRONT_MATTER,
         f"# {config['class']} (a Spectral Diffusion Prior without SPIMs)",
         "",
-        "Inject with `spectral_prior.inject_prior(model, layers=..., prior=<this repo or directory>)`; method from",
+        "Inject with `spectral_prior.load_injection(model, <this repo or directory>, layers=...)`; method from",
         "[arXiv 2507.13769](https://arxiv.org/abs/2507.13769).",
         "",
         f"- sizes: {config['config']}",

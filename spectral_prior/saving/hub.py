@@ -43,6 +43,7 @@ __all__ = [
     "EMBEDDED_MODELS",
     "PUBLISHED_PRIORS",
     "PriorDownloadError",
+    "download_more",
     "download_prior",
     "push_to_hub",
     "resolve_prior_source",
@@ -286,6 +287,20 @@ def _fetch_file(
         raise PriorDownloadError(f"no Hub repo {repo_id} (check the id, or pass token= for a private repo)") from err
     except HfHubHTTPError as err:
         raise PriorDownloadError(f"could not download {name} from Hub repo {repo_id}: {err}") from err
+
+
+
+def download_more(source: PathLike, snapshot: Path, filenames: Sequence[str], **hub_kwargs: Any) -> Path:
+    """The folder ``snapshot`` that :func:`download_prior` returned for ``source``, with ``filenames`` in it too.
+
+    A local directory is only checked. From the Hub the files are fetched at the commit of ``snapshot`` (its folder
+    name), so that they come from the same commit as the files fetched before, even if the branch has moved since.
+    """
+    resolved = resolve_prior_source(source)
+    if _is_local_dir(resolved):
+        return download_prior(resolved, filenames=filenames)
+    repo_id, _ = _split_repo_revision(resolved, hub_kwargs.pop("revision", None))
+    return download_prior(repo_id, revision=snapshot.name, filenames=filenames, **hub_kwargs)
 
 
 def push_to_hub(

@@ -1,8 +1,9 @@
 """The one reader of saved folders: :func:`open_saved` finds a folder (local, embedded or on the Hub), reads its
-``config.json`` in today's format, and hands out its weights and mask."""
+``config.json`` in today's format, and fetches the files its caller needs."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from torch import Tensor
 from ..errors import InvalidInputError, MissingFileError
 from ..io import load_tensors
 from .format import CONFIG_FILE, MASK_FILE, mask_sha256, read_config, saved_files
-from .hub import check_hub_options, download_prior
+from .hub import check_hub_options, download_more, download_prior
 
 
 @dataclass(frozen=True)
@@ -51,23 +52,26 @@ class Saved:
         return mask2d
 
 
-def open_saved(source: str | os.PathLike, *, kind: str | None = None, weights: bool = True, **hub_kwargs: Any) -> Saved:
+def open_saved(
+    source: str | os.PathLike, *, files: Sequence[str] = (), kind: str | None = None, **hub_kwargs: Any
+) -> Saved:
     """The saved folder ``source`` names: a directory, an embedded or published name, or a Hub repo id.
 
-    From the Hub the ``config.json`` comes first, then the files it records (only the mask with ``weights=False``).
-    ``kind`` refuses another kind of folder; ``hub_kwargs`` are ``revision``, ``cache_dir``, ``local_files_only``,
-    ``token``.
+    The ``config.json`` comes first; then, of ``files``, those the config records (a backbone's weights only where
+    they were saved, the mask only where one was), from the Hub at the same commit. ``kind`` refuses another kind of
+    folder; ``hub_kwargs`` are ``revision``, ``cache_dir``, ``local_files_only``, ``token``.
     """
     check_hub_options(hub_kwargs, open_saved)
     directory = download_prior(str(source), filenames=(CONFIG_FILE,), **hub_kwargs)
     config = read_config(directory / CONFIG_FILE, kind=kind)
-    needed = saved_files(config) if weights else (CONFIG_FILE, *((MASK_FILE,) if config.get("mask") else ()))
+    recorded = saved_files(config)
+    needed = tuple(name for name in files if name in recorded)
     if any(not (directory / name).is_file() for name in needed):
-        directory = download_prior(str(source), filenames=needed, **hub_kwargs)
+        directory = download_more(str(source), directory, needed, **hub_kwargs)
     return Saved(directory, config)
 
 
 def load_saved_mask(checkpoint: str | os.PathLike, **hub_kwargs: Any) -> Tensor | None:
     """The coded aperture a saved model (directory, embedded name or Hub repo id) was trained with, or None."""
     check_hub_options(hub_kwargs, load_saved_mask)
-    return open_saved(checkpoint, weights=False, **hub_kwargs).mask()
+    return open_saved(checkpoint, files=(MASK_FILE,), **hub_kwargs).mask()

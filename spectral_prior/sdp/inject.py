@@ -55,7 +55,7 @@ def inject_prior(
 
     Args:
         model: any ``nn.Module``.
-        layers: a preset name (``"mst"``, ``"bisrnet"``, see :data:`spectral_prior.adapters.PRESETS`), a regex
+        layers: a preset name (``"mst"``, ``"bisrnet"``, see :data:`spectral_prior.sdp.PRESETS`), a regex
             matched with ``re.fullmatch`` against dotted module names, or a list of module names or dotted suffixes
             (as peft's ``target_modules``). May be left out when ``prior`` names a saved injection, which records
             its targets.
@@ -80,8 +80,9 @@ def inject_prior(
     check_hub_options(hub_kwargs, inject_prior)
     if isinstance(prior, (str, Path)):
         return load_injection(
-            model, prior, layers=layers, condition=condition, channels=channels, example_inputs=example_inputs,
-            load_backbone=load_backbone, replace=replace, **hub_kwargs,
+            model, prior, layers=layers, condition=condition, channels=channels, prior_dim=prior_dim,
+            channel_axis=channel_axis, position=position, example_inputs=example_inputs, load_backbone=load_backbone,
+            replace=replace, **hub_kwargs,
         )
     _make_room(model, replace)
     if layers is None:
@@ -101,6 +102,9 @@ def load_injection(
     layers: Layers | None = None,
     condition: Condition | None = None,
     channels: int | Mapping[str, int] | None = None,
+    prior_dim: int | None = None,
+    channel_axis: int | Mapping[str, int] | None = None,
+    position: Position | Mapping[str, Position] | None = None,
     example_inputs: Any = None,
     load_backbone: bool = True,
     replace: bool = False,
@@ -115,21 +119,29 @@ def load_injection(
         layers: for a saved injection, may be left out (it records its targets; given, it must select them); a saved
             bare prior needs it, as :func:`inject_prior` does.
         condition: as for :func:`inject_prior`.
-        channels: as for :func:`inject_prior`; it must agree with the saved channels.
+        channels: as for :func:`inject_prior`; for a saved injection it must agree with what it recorded.
+        prior_dim: as for :func:`inject_prior`; it must agree with the saved prior's.
+        channel_axis: as for :func:`inject_prior`; for a saved injection it must agree with what it recorded.
+        position: as for :func:`inject_prior`; for a saved injection it must agree with what it recorded.
         example_inputs: as for :func:`inject_prior`.
         load_backbone: when the injection was saved with its backbone's weights, load them into ``model`` (the
-            default, as the one-line ``inject_prior(fresh_backbone, prior=NAME)`` needs; logged at INFO on the
+            default, as the one-line ``load_injection(fresh_backbone, NAME)`` needs; logged at INFO on the
             ``spectral_prior`` logger). False keeps the model's own weights (your fine-tuned backbone).
         replace: remove an existing injection first instead of raising.
         hub_kwargs: ``revision``, ``cache_dir``, ``local_files_only``, ``token``.
     """
     check_hub_options(hub_kwargs, load_injection)
     _make_room(model, replace)
-    saved = source if isinstance(source, Saved) else open_saved(source, **hub_kwargs)
+    files = (WEIGHTS_FILE, BACKBONE_FILE) if load_backbone else (WEIGHTS_FILE,)
+    saved = source if isinstance(source, Saved) else open_saved(source, files=files, **hub_kwargs)
     if saved.kind == "prior":
+        if layers is None:
+            raise TypeError(f"{saved.directory} holds a bare prior, which records no blocks: pass layers= (a preset "
+                            "name, a regex or module names)")
         prior = build_prior(saved.config)
         load_state_dict_strict(prior, saved.tensors(WEIGHTS_FILE), source=str(saved.directory))
-        return inject_prior(model, layers, prior, condition=condition, channels=channels, example_inputs=example_inputs)
+        return inject_prior(model, layers, prior, condition=condition, channels=channels, prior_dim=prior_dim,
+                            channel_axis=channel_axis, position=position, example_inputs=example_inputs)
     if saved.kind != "injector":
         raise InvalidInputError(f"{saved.directory} holds a bare {saved.kind}, not a prior: load it with load_model")
     record = InjectionConfig.from_dict(saved.config)
@@ -137,7 +149,11 @@ def load_injection(
     if record.backbone and load_backbone:  # on its first key
         load_state_dict_strict(model, saved.tensors(BACKBONE_FILE), source=str(saved.directory))
         logger.info("load_injection: loaded the backbone weights saved in %s into the model", saved.directory)
-    _check_given_channels(channels, record.channels, saved.directory)
+    for option, given, recorded in (("channels", channels, record.channels),
+                                    ("channel_axis", channel_axis, record.channel_axes),
+                                    ("position", position, record.positions),
+                                    ("prior_dim", prior_dim, {"prior": record.prior_dim})):
+        _check_given(option, given, recorded, saved.directory)
     injector = _build(
         model, _saved_targets(model, record, layers, saved.directory), layers=record.layers,
         preset=PRESETS.get(record.preset) if record.preset else None, prior=build_prior(record.prior),
@@ -221,14 +237,15 @@ def _saved_targets(model: nn.Module, saved: InjectionConfig, layers: Layers | No
     return recorded
 
 
-def _check_given_channels(given: Any, saved: Mapping[str, int], directory: Path) -> None:
+def _check_given(option: str, given: Any, saved: Mapping[str, Any], directory: Path) -> None:
+    """An option given with a saved injection must agree with what it recorded (one value, or one per target)."""
     if given is None:
         return
-    expected = {name: given for name in saved} if isinstance(given, int) else dict(given)
+    expected = dict(given) if isinstance(given, Mapping) else {name: given for name in saved}
     wrong = {name: (value, saved[name]) for name, value in expected.items() if name in saved and saved[name] != value}
     if wrong:
-        details = ", ".join(f"{name}: {value} given, {was} saved" for name, (value, was) in wrong.items())
-        raise InvalidInputError(f"channels= disagrees with the injection saved in {directory} ({details}); leave it out")
+        details = ", ".join(f"{name}: {value!r} given, {was!r} saved" for name, (value, was) in wrong.items())
+        raise InvalidInputError(f"{option}= disagrees with the injection saved in {directory} ({details}); leave it out")
 
 
 def _resolve_prior_dim(prior: nn.Module, prior_dim: int | None) -> int:

@@ -341,7 +341,7 @@ class SpectralPriorInjector(nn.Module):
 
     def load_pretrained(self, source: str | Path | Saved) -> None:
         """Load prior + SPIM weights saved by :meth:`save_pretrained` into this injector (strict)."""
-        saved = source if isinstance(source, Saved) else open_saved(source, kind="injector")
+        saved = source if isinstance(source, Saved) else open_saved(source, files=(WEIGHTS_FILE,), kind="injector")
         config = saved.config
         recorded = (config["targets"], config["channels"], config["positions"])
         if recorded != (self.targets, self.channels, self.positions):

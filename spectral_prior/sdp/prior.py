@@ -174,10 +174,18 @@ class SpectralDiffusionPrior(
 
     # -- Hub: save_pretrained / from_pretrained / push_to_hub (the latter from PyTorchModelHubMixin) --------------
 
-    def save_pretrained(self, save_directory: str | Path, *, card: Mapping[str, Any] | None = None, **_: Any) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` as a unit."""
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        *,
+        card: Mapping[str, Any] | None = None,
+        model_card_kwargs: Mapping[str, Any] | None = None,
+        **_: Any,
+    ) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` (listing ``card``'s and
+        ``model_card_kwargs``' entries) as a unit."""
         config = {"kind": "prior", "class": type(self).__name__, "config": self.to_config()}
-        text = prior_card(config, card or {})
+        text = prior_card(config, {**(card or {}), **(model_card_kwargs or {})})
         return write_saved(save_directory, config, {WEIGHTS_FILE: self.state_dict()}, card=text)
 
     @classmethod
@@ -196,7 +204,7 @@ class SpectralDiffusionPrior(
 
         Loading is strict: a missing or unexpected weight is an error, not a warning. Returns the prior in eval mode.
         """
-        saved = open_saved(source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        saved = open_saved(source, files=(WEIGHTS_FILE,), revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         if saved.kind == "prior":
             spec, prefix = saved.config, ""
         elif saved.kind == "injector":  # the injector's weights hold the prior's under "prior."

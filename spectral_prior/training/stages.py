@@ -66,7 +66,7 @@ def build_model(config: TrainConfig) -> nn.Module:
     if config.stage == "stage1" and not injected:
         preset = backbone_preset(config.backbone)
         prior = SpectralDiffusionPrior(PriorConfig(**config.prior))
-        example = preset.example_inputs(torch.device("cpu"), torch.float32)  # probes the blocks --layers picks
+        example = preset.example_inputs(torch.device("cpu"), torch.float32)  # probes the blocks the layers setting picks
         inject_prior(model, config.layers or preset.name, prior=prior, condition=preset.condition, example_inputs=example)
     if config.stage in ("stage2a", "stage2b"):
         if not injected or not isinstance(get_injector(model).prior, SpectralDiffusionPrior):
