@@ -355,3 +355,20 @@ def test_a_missing_path_under_an_existing_folder_is_not_sent_to_the_hub(tmp_path
     (tmp_path / "runs").mkdir()
     with pytest.raises(ValueError, match="'runs' exists here.*Hub was not asked"):
         resolve_prior_source("runs/mst_s")
+
+
+def test_loading_a_prior_fetches_only_its_files_and_all_from_the_commit_of_its_config(
+    hub_server: LocalHub, hub_client: HubClient, tmp_path: Path
+) -> None:
+    import spectral_prior as sp
+    from spectral_prior.adapters import mst_s
+
+    model = sp.inject_prior(mst_s().eval(), "mst", sp.SpectralDiffusionPrior(sp.PriorConfig(prior_dim=16)))
+    model.spectral_prior.save_pretrained(tmp_path / "published", backbone=model)
+    commit = hub_server.add_repo("acme/with-backbone", tmp_path / "published")
+    hub_server.clear_log()
+    assert sp.SpectralDiffusionPrior.from_pretrained("acme/with-backbone").prior_dim == 16
+    fetched = [path for method, path in hub_server.log() if method == "GET"]
+    assert sorted(path.rsplit("/", 1)[-1] for path in fetched) == ["config.json", "model.safetensors"]
+    weights = next(path for path in fetched if path.endswith("model.safetensors"))
+    assert f"/{commit}/" in weights  # pinned to the commit the config came from, not to the moving branch
