@@ -70,7 +70,9 @@ def _constant_prior_start(args: argparse.Namespace, seed: int, folder: Path) -> 
     if not (folder / "config.json").is_file():
         torch.manual_seed(seed)
         model = sp.load_model(args.init) if args.init else create_backbone(args.backbone)
-        sp.inject_prior(model, args.preset, prior=ConstantPrior(sp.PriorConfig().prior_dim, seed=seed))
+        preset = backbone_preset(args.backbone)  # the prior's input and a probe, also for a regex --preset
+        sp.inject_prior(model, args.preset, prior=ConstantPrior(sp.PriorConfig().prior_dim, seed=seed),
+                        condition=preset.condition, example_inputs=preset.example_inputs(torch.device("cpu"), torch.float32))
         sp.get_injector(model).save_pretrained(folder, backbone=model, backbone_name=args.backbone)
     return folder
 
