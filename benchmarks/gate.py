@@ -9,7 +9,8 @@ random crops of the 12 CAVE train scenes through ``mask_256.mat`` (stage 1 of ``
 * ``baseline``: the bare backbone;
 * ``teacher``: stage 1 with the Spectral Diffusion Prior, whose teacher HFE sees the ground truth;
 * ``control-a``: stage 1 with a :class:`~spectral_prior.sdp.prior.ConstantPrior`: the same SPIMs fed one learned vector,
-  no image information;
+  no image information. The vector starts at the scale of the seed's untrained teacher's vectors (a larger one would
+  move the zero-initialised SPIMs faster than the teacher's at the same learning rate);
 * ``baseline-fp32``: the baseline in float32, where the others train under ``--precision`` (bf16 by default): the
   accuracy check of bfloat16 autocast at equal seeds.
 
@@ -28,9 +29,10 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
+from torch import Tensor
 
 import spectral_prior as sp
 from cave_study import CAVE, MASK, test_tiles
@@ -40,7 +42,7 @@ from spectral_prior.evaluation import metrics
 from spectral_prior.adapters import backbone_preset, create_backbone
 from spectral_prior.data import CAVE_SPLIT, CubeFolder, SceneTiles
 from spectral_prior.evaluation import evaluate, mean_metrics
-from spectral_prior.sdp.prior import ConstantPrior
+from spectral_prior.sdp.prior import ConstantPrior, SpectralDiffusionPrior
 from spectral_prior.training import TrainConfig, train
 
 ARMS = ("baseline", "teacher", "control-a", "baseline-fp32")
@@ -59,20 +61,42 @@ def _config(args: argparse.Namespace, arm: str, seed: int, run: Path, **changes:
         steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, prior_lr=args.prior_lr, warmup=args.warmup,
         random_mask_crop=True, seed=seed, val_scenes=4, val_every=0, checkpoint_every=max(1, args.steps // 8),
         precision="fp32" if arm == "baseline-fp32" else args.precision, layers=args.preset,
-        init=args.init, freeze_binary=args.freeze_binary,
+        init=args.init, freeze_binary=args.freeze_binary, position=args.position,
     )
     return TrainConfig(**{**settings, **changes})
 
 
+def _simulated(backbone: str, tiles: Any) -> Iterator[tuple[str, Tensor, Tensor, Tensor]]:
+    """``(name, gt, net_input, mask_input)`` for each tile, measured through ``MASK`` as ``backbone`` expects."""
+    preset = backbone_preset(backbone)
+    mask2d = cassi.load_mask(MASK)
+    for index in range(len(tiles)):
+        cube, name = tiles[index]
+        gt = cube[None].float()
+        mask3d = cassi.mask3d(mask2d[: gt.shape[-2], : gt.shape[-1]], gt.shape[1])
+        yield (name, gt, *cassi.simulate(gt, mask3d, preset.input_setting, preset.mask_setting))
+
+
+@torch.no_grad()
+def untrained_teacher_scale(backbone: str, seed: int) -> float:
+    """The root mean square of the vectors of the teacher that stage 1 starts from for ``seed``, over the validation
+    crops (train scenes): control (a)'s vector starts at this scale, so that its SPIMs move as fast as the teacher's."""
+    torch.manual_seed(seed)
+    prior = SpectralDiffusionPrior(sp.PriorConfig())
+    vectors = [prior.teacher(net_input, gt) for _, gt, net_input, _ in _simulated(backbone, validation_tiles())]
+    return torch.cat(vectors).square().mean().sqrt().item()
+
+
 def _constant_prior_start(args: argparse.Namespace, seed: int, folder: Path) -> Path:
     """Control (a)'s starting point: the seed's initial backbone (as the other arms draw it, or ``--init``'s weights)
-    with SPIMs on the same targets, fed by a learned constant vector."""
+    with SPIMs on the same targets, fed by a learned constant vector at the scale of the untrained teacher's."""
     if not (folder / "config.json").is_file():
+        constant = ConstantPrior(sp.PriorConfig().prior_dim, seed=seed, scale=untrained_teacher_scale(args.backbone, seed))
         torch.manual_seed(seed)
         model = sp.load_model(args.init) if args.init else create_backbone(args.backbone)
         preset = backbone_preset(args.backbone)  # the prior's input and a probe, also for a regex --preset
-        sp.inject_prior(model, args.preset, prior=ConstantPrior(sp.PriorConfig().prior_dim, seed=seed),
-                        condition=preset.condition, example_inputs=preset.example_inputs(torch.device("cpu"), torch.float32))
+        sp.inject_prior(model, args.preset, prior=constant, condition=preset.condition, position=args.position,
+                        example_inputs=preset.example_inputs(torch.device("cpu"), torch.float32))
         sp.get_injector(model).save_pretrained(folder, backbone=model, backbone_name=args.backbone)
     return folder
 
@@ -87,17 +111,10 @@ def _scores(model: torch.nn.Module, backbone: str, tiles: Any, **options: Any) -
 @torch.no_grad()
 def score_with_other_vectors(model: torch.nn.Module, backbone: str, tiles: Any) -> dict[str, Any]:
     """Control (b): each crop reconstructed with the teacher's vector of the next crop (another scene)."""
-    preset = backbone_preset(backbone)
     injector = sp.get_injector(model)
-    mask2d = cassi.load_mask(MASK)
     model.eval()
-    measured = []
-    for index in range(len(tiles)):
-        cube, name = tiles[index]
-        gt = cube[None].float()
-        mask3d = cassi.mask3d(mask2d[: gt.shape[-2], : gt.shape[-1]], gt.shape[1])
-        net_input, mask_input = cassi.simulate(gt, mask3d, preset.input_setting, preset.mask_setting)
-        measured.append((name, gt, net_input, mask_input, injector.prior.teacher(net_input, gt)))
+    measured = [(name, gt, net_input, mask_input, injector.prior.teacher(net_input, gt))
+                for name, gt, net_input, mask_input in _simulated(backbone, tiles)]
     psnrs = {}
     for index, (name, gt, net_input, mask_input, _) in enumerate(measured):
         other = measured[(index + 1) % len(measured)][-1]
@@ -160,6 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="mst_s")
     parser.add_argument("--preset", default="mst", help="the injection to gate (a preset name or a regex)")
+    parser.add_argument("--position", choices=("output", "input"), help="where the SPIMs act (default: the preset's)")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--crop", type=int, default=128)
@@ -176,7 +194,8 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    name = f"gate-{args.backbone}-{args.preset}-{args.steps}x{args.batch}x{args.crop}-{args.precision}"
+    name = f"gate-{args.backbone}-{args.preset}" + (f"-{args.position}s" if args.position else "")
+    name += f"-{args.steps}x{args.batch}x{args.crop}-{args.precision}"
     if args.init:
         name += f"-from-{Path(args.init).name}" + ("-frozen-binary" if args.freeze_binary else "")
     out = args.out / name.replace("\\", "").replace("/", "_")

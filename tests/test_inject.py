@@ -620,3 +620,9 @@ def test_misused_calls_name_the_fix():
         sp.inject_prior(mst_s(), "mst", prior_dimm=8)
     with pytest.raises(ValueError, match="was trained with a BiSRNet of .* but this model is a MST"):
         sp.inject_prior(mst_s(), prior="default")  # refused before any weight loads, not on a missing key
+
+
+@pytest.mark.parametrize("container", [nn.Sequential(nn.Conv2d(3, 3, 1)), nn.ModuleList([nn.Conv2d(3, 3, 1)])])
+def test_a_bare_container_is_refused_with_the_fix(container):
+    with pytest.raises(sp.errors.InvalidInputError, match="wrap it in an nn.Module"):
+        sp.inject_prior(container, ["0"], prior=sp.LinearPrior(4, in_channels=3), channels=3)

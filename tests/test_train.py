@@ -189,6 +189,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, stage1_final):
         (dict(lr=-1.0), ValueError, "lr must be a positive, finite learning rate, got -1.0"),
         (dict(lr=float("nan")), ValueError, "lr must be a positive, finite learning rate, got nan"),
         (dict(prior_lr=0.0), ValueError, "prior_lr must be a positive, finite learning rate, got 0.0"),
+        (dict(position="inside"), ValueError, "unknown position 'inside'; use output or input"),
     ]
     for changes, error, message in cases:
         with pytest.raises(error, match=message):
@@ -237,6 +238,11 @@ def test_stage_all_runs_three_stages_and_resumes_from_the_output_alone(tmp_path,
 def test_stage1_with_a_layers_regex_modulates_those_blocks(tmp_path):
     final = train(tiny(tmp_path, steps=1, layers=r"(?:.+\.)?(?:bottleneck|decoder_layers\.\d+\.2)"), progress=False)
     assert sp.get_injector(sp.load_model(final)).targets == ["bottleneck", "decoder_layers.0.2", "decoder_layers.1.2"]
+
+
+def test_stage1_position_puts_the_spims_on_the_blocks_inputs(tmp_path):
+    final = train(tiny(tmp_path, steps=1, layers=r"(?:.+\.)?bottleneck", position="input"), progress=False)
+    assert sp.get_injector(sp.load_model(final)).positions == {"bottleneck": "input"}
 
 
 def test_resume_finds_the_run_in_the_folder_or_refuses(tmp_path, capsys):

@@ -167,6 +167,11 @@ def load_injection(
 def _make_room(model: nn.Module, replace: bool) -> None:
     """Check ``model`` and clear the way for a new injection (removing the present one only when ``replace``)."""
     require_module(model, "inject_prior")
+    if isinstance(model, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+        raise InvalidInputError(
+            f"inject_prior: cannot attach the prior to a bare {type(model).__name__}, which would run or list it as one "
+            "of its own entries; wrap it in an nn.Module whose forward calls it"
+        )
     drop_stale_compiled_code(model)  # before the probe forward, whose hooks compiled code would not run either
     if hasattr(model, INJECTOR_NAME):
         if not replace:

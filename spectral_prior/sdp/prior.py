@@ -57,14 +57,21 @@ class ConstantPrior(nn.Module):
 
     Trained in place of the Spectral Diffusion Prior it adds the same SPIMs but no information about the image, so
     what a real prior gains over it is image information, not added parameters. The vector starts at a seeded
-    N(0, I) draw (at zero, it and the zero-initialised SPIMs would pass each other no gradient).
+    N(0, scale^2 I) draw (at zero, it and the zero-initialised SPIMs would pass each other no gradient). Give it the
+    scale of the real prior's vectors: a zero-initialised SPIM's output grows in proportion to its input, so a vector
+    much larger than the teacher's moves the modulation faster at the same learning rate, and the control is no
+    longer like for like.
     """
 
-    def __init__(self, prior_dim: int, seed: int = 0) -> None:
+    def __init__(self, prior_dim: int, seed: int = 0, scale: float = 1.0) -> None:
         super().__init__()
+        if not scale > 0:
+            raise InvalidInputError(f"ConstantPrior: scale must be positive, got {scale!r}")
         self.prior_dim = prior_dim
         self.seed = seed
-        self.vector = nn.Parameter(torch.randn(prior_dim, generator=torch.Generator().manual_seed(seed)))
+        self.scale = float(scale)
+        draw = torch.randn(prior_dim, generator=torch.Generator().manual_seed(seed))
+        self.vector = nn.Parameter(draw * self.scale)
 
     def forward(self, condition: Tensor, **_: Any) -> Tensor:
         return self.vector.expand(condition.shape[0], -1)
@@ -79,7 +86,7 @@ class ConstantPrior(nn.Module):
         return [self.vector]
 
     def to_config(self) -> dict[str, Any]:
-        return {"prior_dim": self.prior_dim, "seed": self.seed}
+        return {"prior_dim": self.prior_dim, "seed": self.seed, "scale": self.scale}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "ConstantPrior":

@@ -80,6 +80,8 @@ class TrainConfig:
         augment: the toolbox's augmentation (rotations, flips, 4-crop mosaics).
         random_mask_crop: crop the mask at a random place each step instead of the top-left corner.
         layers: the blocks to modulate (default: the backbone's preset).
+        position: where stage 1's SPIMs act on those blocks, ``"output"`` or ``"input"`` (default: the preset's, or
+            ``"output"`` for a regex).
         prior: :class:`spectral_prior.PriorConfig` fields of a new prior (stage 1).
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``...
         precision: ``auto`` (bfloat16 autocast on CUDA, float32 on CPU), ``bf16`` (bfloat16 autocast on CPU too:
@@ -117,6 +119,7 @@ class TrainConfig:
     augment: bool = True
     random_mask_crop: bool = False
     layers: Optional[str] = None
+    position: Optional[str] = None
     prior: dict = field(default_factory=dict)
     device: str = "auto"
     precision: str = "auto"
@@ -140,6 +143,8 @@ class TrainConfig:
             rate = getattr(self, name)
             if rate is not None and not (math.isfinite(rate) and rate > 0):
                 raise InvalidInputError(f"{name} must be a positive, finite learning rate, got {rate}")
+        if self.position not in (None, "output", "input"):
+            raise InvalidInputError(f"unknown position {self.position!r}; use output or input (or leave it to the preset)")
         if self.precision not in PRECISIONS:
             raise InvalidInputError(f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
         if not 0 <= self.warmup < self.steps:

@@ -67,7 +67,8 @@ def build_model(config: TrainConfig) -> nn.Module:
         preset = backbone_preset(config.backbone)
         prior = SpectralDiffusionPrior(PriorConfig(**config.prior))
         example = preset.example_inputs(torch.device("cpu"), torch.float32)  # probes the blocks the layers setting picks
-        inject_prior(model, config.layers or preset.name, prior=prior, condition=preset.condition, example_inputs=example)
+        inject_prior(model, config.layers or preset.name, prior=prior, condition=preset.condition, position=config.position,
+                     example_inputs=example)
     if config.stage in ("stage2a", "stage2b"):
         if not injected or not isinstance(get_injector(model).prior, SpectralDiffusionPrior):
             raise InvalidInputError(f"{config.stage} continues a stage-1 run, but init={config.init} holds no trained prior")
