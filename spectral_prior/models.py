@@ -96,17 +96,18 @@ def load_model(
     (``revision``, ``cache_dir``, ``local_files_only``, ``token``) apply to Hub repo ids.
     """
     check_hub_options(hub_kwargs, load_model)
-    model = _load_model(checkpoint, backbone, hub_kwargs)
+    model, _ = _load_model(checkpoint, backbone, hub_kwargs)
     if compile:
         model.compile(dynamic=False)  # one compilation per input shape (see Trainer._wrap on dynamic shapes)
     return model
 
 
-def _load_model(checkpoint: str | Path | None, backbone: str | None, hub_kwargs: dict[str, Any]) -> nn.Module:
+def _load_model(checkpoint: str | Path | None, backbone: str | None, hub_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
+    """The model and the name of its backbone."""
     if checkpoint is None:
         if backbone is None:
             raise InvalidInputError("pass a checkpoint, a backbone name, or both")
-        return create_backbone(backbone).eval()
+        return create_backbone(backbone).eval(), backbone
     path = Path(checkpoint)
     if path.is_file():
         if backbone is None:
@@ -116,16 +117,16 @@ def _load_model(checkpoint: str | Path | None, backbone: str | None, hub_kwargs:
             load_state_dict_strict(model, load_tensors(path), source=str(path))
         else:
             load_toolbox_checkpoint(model, path)
-        return model.eval()
+        return model.eval(), backbone
 
     saved = open_saved(checkpoint, files=(WEIGHTS_FILE, BACKBONE_FILE), **hub_kwargs)
     name = _backbone_name(saved.config, backbone, saved.directory)
     model = create_backbone(name)
     if saved.kind == "backbone":
         load_state_dict_strict(model, saved.tensors(BACKBONE_FILE), source=str(saved.directory))
-        return model.eval()
+        return model.eval(), name
     _check_whole_injection(saved, checkpoint)
-    return load_injection(model, saved, condition=backbone_preset(name).condition).eval()
+    return load_injection(model, saved, condition=backbone_preset(name).condition).eval(), name
 
 
 def _check_whole_injection(saved: Saved, checkpoint: str | Path) -> None:
@@ -162,13 +163,5 @@ def _backbone_name(config: dict[str, Any], given: str | None, directory: Path) -
 
 def load_model_and_backbone(checkpoint: str | Path | None, backbone: str | None) -> tuple[nn.Module, str]:
     """:func:`load_model` of ``checkpoint``, with the name of its backbone (``backbone``, or the one its saved config
-    names)."""
-    if checkpoint is None and backbone is None:
-        raise InvalidInputError("give a checkpoint, a backbone, or both")
-    model = load_model(checkpoint, backbone=backbone)
-    if backbone is not None:
-        return model, backbone
-    name = (open_saved(checkpoint).config.get("backbone") or {}).get("name")
-    if name is None:
-        raise InvalidInputError(f"{checkpoint} does not name its backbone: say which it is (the backbone option)")
-    return model, name
+    names), from one read of the checkpoint."""
+    return _load_model(checkpoint, backbone, {})

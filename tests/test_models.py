@@ -41,6 +41,19 @@ def test_injected_round_trip_rebuilds_the_named_backbone(tmp_path):
         assert not torch.equal(model(*_inputs()), loaded(*_inputs()))
 
 
+def test_load_model_and_backbone_names_the_saved_backbone_from_one_read(tmp_path, monkeypatch):
+    from spectral_prior import models
+
+    sp.save_backbone(tmp_path, create_backbone("mst_s"), name="mst_s")
+    opened = []
+    monkeypatch.setattr(models, "open_saved", lambda *a, **k: opened.append(a) or sp.saving.open_saved(*a, **k))
+    model, name = models.load_model_and_backbone(tmp_path, None)
+    assert name == "mst_s" and len(opened) == 1
+    assert models.load_model_and_backbone(None, "bisrnet")[1] == "bisrnet"
+    with pytest.raises(sp.errors.InvalidInputError, match="pass a checkpoint, a backbone name, or both"):
+        models.load_model_and_backbone(None, None)
+
+
 def test_weights_file_needs_a_backbone_name(tmp_path):
     from safetensors.torch import save_file
 
