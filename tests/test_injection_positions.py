@@ -95,14 +95,23 @@ def test_the_channel_axis_is_read_from_the_aspect_ratio(shape, spatial, axis):
     assert infer_channel_axis(shape, spatial) == axis
 
 
+class _Wrapped(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
 def test_an_ambiguous_channel_axis_is_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"channel axis of 'mid' \(\[1, 32, 32, 32\]\) is ambiguous: pass channel_axis=1"):
         infer_channel_axis([1, 32, 32, 32], (64, 64), name="mid")
-    net = nn.Sequential(nn.Conv2d(28, 32, 3, padding=1))
+    net = _Wrapped(nn.Conv2d(28, 32, 3, padding=1))
     with pytest.raises(ValueError, match="is ambiguous"):
-        sp.inject_prior(net, ["0"], prior_dim=4, example_inputs=torch.rand(1, 28, 32, 32))
-    sp.inject_prior(net, ["0"], prior_dim=4, example_inputs=torch.rand(1, 28, 32, 32), channel_axis=1)
-    assert sp.get_injector(net).channels == {"0": 32}
+        sp.inject_prior(net, ["inner"], prior_dim=4, example_inputs=torch.rand(1, 28, 32, 32))
+    sp.inject_prior(net, ["inner"], prior_dim=4, example_inputs=torch.rand(1, 28, 32, 32), channel_axis=1)
+    assert sp.get_injector(net).channels == {"inner": 32}
 
 
 def test_mst_features_are_read_channels_last_even_from_a_square_probe():
