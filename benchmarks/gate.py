@@ -20,11 +20,15 @@ student's vector``: what the backbone trained beside a teacher gives without the
 (issue "The prior pays"): the teacher must beat control (a) by at least +0.3 dB on each seed, on validation crops of
 the train scenes (the central 256x256 crop of each). Test-split scores (16 quadrants) are
 reported beside them and select nothing. Each finished arm is cached as JSON; runs resume from their checkpoints.
+
+``--continue-from`` an earlier gate's folder starts each arm from that arm's final model: for BiSRNet, a phase with the
+binary weights frozen, then one at ``--binary-lr``.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import statistics
 import time
@@ -61,7 +65,7 @@ def _config(args: argparse.Namespace, arm: str, seed: int, run: Path, **changes:
         steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, prior_lr=args.prior_lr, warmup=args.warmup,
         random_mask_crop=True, seed=seed, val_scenes=4, val_every=0, checkpoint_every=max(1, args.steps // 8),
         precision="fp32" if arm == "baseline-fp32" else args.precision, layers=args.preset,
-        init=args.init, freeze_binary=args.freeze_binary, position=args.position,
+        init=args.init, freeze_binary=args.freeze_binary, binary_lr=args.binary_lr, position=args.position,
     )
     return TrainConfig(**{**settings, **changes})
 
@@ -126,14 +130,18 @@ def score_with_other_vectors(model: torch.nn.Module, backbone: str, tiles: Any) 
 def _train_and_score(args: argparse.Namespace, arm: str, seed: int, out: Path) -> dict[str, Any]:
     run = out / "runs" / f"{arm}-seed{seed}"
     started = time.perf_counter()
-    if arm in ("baseline", "baseline-fp32"):
-        final = train(_config(args, arm, seed, run, stage="baseline"), resume=True)
+    stage = "baseline" if arm in ("baseline", "baseline-fp32") else "stage1"
+    if args.continue_from:  # each arm goes on from the same arm of an earlier gate
+        init = str(args.continue_from / "runs" / f"{arm}-seed{seed}" / "final")
+    elif arm == "control-a":
+        init = str(_constant_prior_start(args, seed, out / "runs" / f"start-{arm}-seed{seed}"))
     else:
-        init = str(_constant_prior_start(args, seed, out / "runs" / f"start-{arm}-seed{seed}")) if arm == "control-a" else None
-        final = train(_config(args, arm, seed, run, stage="stage1", init=init or args.init), resume=True)
+        init = args.init
+    final = train(_config(args, arm, seed, run, stage=stage, init=init), resume=True)
     model = sp.load_model(final)
     result: dict[str, Any] = {"arm": arm, "seed": seed, **vars(args)}
     result.pop("out")
+    result["continue_from"] = str(args.continue_from) if args.continue_from else None
     injected = hasattr(model, "spectral_prior")
     result["val"] = _scores(model, args.backbone, validation_tiles(), teacher=injected)
     result["test"] = _scores(model, args.backbone, test_tiles(), teacher=injected)
@@ -187,6 +195,9 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--init", help="a saved model every arm starts from (e.g. bisrnet-official); default: fresh")
     parser.add_argument("--freeze-binary", action="store_true", help="train no latent binary weight (BiSRNet)")
+    parser.add_argument("--binary-lr", type=float, help="the latent binary weights' own learning rate (BiSRNet)")
+    parser.add_argument("--continue-from", type=Path,
+                        help="an earlier gate's folder: each arm starts from that arm's final model (e.g. a frozen phase)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--threads", type=int, default=1)
@@ -198,6 +209,11 @@ def main() -> None:
     name += f"-{args.steps}x{args.batch}x{args.crop}-{args.precision}"
     if args.init:
         name += f"-from-{Path(args.init).name}" + ("-frozen-binary" if args.freeze_binary else "")
+    if args.continue_from:  # the earlier gate's folder name is long: its path is in each result's JSON
+        digest = hashlib.sha1(str(args.continue_from.resolve()).encode()).hexdigest()[:8]
+        name += f"-continuing-{digest}"
+    if args.binary_lr:
+        name += f"-binary-lr-{args.binary_lr:g}"
     out = args.out / name.replace("\\", "").replace("/", "_")
     results = []
     for seed in args.seeds:

@@ -300,6 +300,25 @@ def test_frozen_binary_weights_keep_their_signs_while_the_rest_trains(tmp_path):
         train(tiny(tmp_path / "mst", stage="baseline", freeze_binary=True), progress=False)
 
 
+def test_binary_lr_gives_the_latent_binary_weights_their_own_rate(tmp_path):
+    from spectral_prior.adapters.bisrnet import latent_binary_weights
+
+    config = tiny(tmp_path, backbone="bisrnet", lr=2e-5, prior_lr=2e-4, binary_lr=1e-6)
+    model = stages.build_model(config)
+    trainable = stages.trainable_parameters(model, "stage1")
+    groups = {group["lr"]: {id(p) for p in group["params"]} for group in stages.parameter_groups(trainable, model, config)}
+    latent = {id(p) for p in latent_binary_weights(model)}
+    injected = {id(p) for p in sp.get_injector(model).parameters()} & {id(p) for p in trainable}
+    assert groups[1e-6] == latent and groups[2e-4] == injected
+    assert groups[2e-5] == {id(p) for p in trainable} - latent - injected and groups[2e-5]
+    with pytest.raises(ValueError, match="binary_lr=1e-06 trains the binary weights that freeze_binary keeps fixed"):
+        tiny(tmp_path, backbone="bisrnet", binary_lr=1e-6, freeze_binary=True)
+    with pytest.raises(ValueError, match="binary_lr must be a positive, finite learning rate, got 0.0"):
+        tiny(tmp_path, backbone="bisrnet", binary_lr=0.0)
+    with pytest.raises(ValueError, match="binary_lr: MST has no binarised convolutions"):
+        train(tiny(tmp_path / "mst", stage="baseline", binary_lr=1e-6), progress=False)
+
+
 def test_warmup_ramps_the_rate_then_the_schedule_follows(tmp_path):
     output = tmp_path / "run"
     train(tiny(output, stage="baseline", steps=6, warmup=3, schedule="cosine", lr=1e-3), progress=False)

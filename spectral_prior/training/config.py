@@ -59,6 +59,9 @@ class TrainConfig:
         freeze_binary: keep the latent weights of a binarised backbone's convolutions (BiSRNet's) fixed, so that
             their signs stay exactly as they are; its full-precision parameters still train at ``lr``. The baseline
             arm takes the same option, so both arms train the same parts.
+        binary_lr: learning rate of those latent binary weights instead (default ``lr``): after a frozen phase, a
+            rate small enough to flip few signs (1e-6 to 1e-5 for BiSRNet) while the full-precision parameters keep
+            ``lr``. Not with ``freeze_binary``.
         schedule: ``auto`` (the toolbox's: multistep for MST, cosine for BiSRNet and MST++), ``multistep``, ``cosine`` or
             ``constant``.
         warmup: steps of linear warm-up from ``lr / warmup`` before the schedule (Adam's first steps are full-size:
@@ -103,6 +106,7 @@ class TrainConfig:
     lr: float = 4e-4
     prior_lr: Optional[float] = None
     freeze_binary: bool = False
+    binary_lr: Optional[float] = None
     schedule: str = "auto"
     warmup: int = 0
     ema: float = 0.0
@@ -139,7 +143,10 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.val_every < 0:
             raise InvalidInputError(f"val_every must be 0 (validate only at the end) or positive, got {self.val_every}")
-        for name in ("lr", "prior_lr"):
+        if self.freeze_binary and self.binary_lr is not None:
+            raise InvalidInputError(f"binary_lr={self.binary_lr} trains the binary weights that freeze_binary keeps "
+                                    "fixed: give one or the other")
+        for name in ("lr", "prior_lr", "binary_lr"):
             rate = getattr(self, name)
             if rate is not None and not (math.isfinite(rate) and rate > 0):
                 raise InvalidInputError(f"{name} must be a positive, finite learning rate, got {rate}")

@@ -104,14 +104,19 @@ def trainable_parameters(model: nn.Module, stage: str, *, freeze_binary: bool = 
 
 
 def parameter_groups(trainable: list[nn.Parameter], model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    """Adam's groups: the backbone at ``lr``, what the injection added at ``prior_lr`` (when given)."""
-    if config.prior_lr is None or not hasattr(model, INJECTOR_NAME):
-        return [{"params": trainable, "lr": config.lr}]
-    added = {id(p) for p in get_injector(model).parameters()}
-    groups = [
-        {"params": [p for p in trainable if id(p) not in added], "lr": config.lr},
-        {"params": [p for p in trainable if id(p) in added], "lr": config.prior_lr},
-    ]
+    """Adam's groups: the backbone at ``lr``; its latent binary weights at ``binary_lr`` and what the injection
+    added at ``prior_lr``, each where given."""
+    own_rates: list[tuple[set[int], float]] = []
+    if config.binary_lr is not None:
+        latent = latent_binary_weights(model)
+        if not latent:
+            raise InvalidInputError(f"binary_lr: {type(model).__name__} has no binarised convolutions to train at it")
+        own_rates.append(({id(p) for p in latent}, config.binary_lr))
+    if config.prior_lr is not None and hasattr(model, INJECTOR_NAME):
+        own_rates.append(({id(p) for p in get_injector(model).parameters()}, config.prior_lr))
+    rest = [p for p in trainable if not any(id(p) in ids for ids, _ in own_rates)]
+    groups = [{"params": rest, "lr": config.lr}]
+    groups += [{"params": [p for p in trainable if id(p) in ids], "lr": rate} for ids, rate in own_rates]
     return [group for group in groups if group["params"]]
 
 
