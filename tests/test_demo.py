@@ -53,8 +53,17 @@ def test_inference_models_ship_without_the_stage1_teacher(name):
         prior.teacher(torch.rand(1, 28, 32, 32), torch.rand(1, 28, 32, 32))
 
 
-def test_default_is_bisrnet_sdp_and_injects_into_a_fresh_bisrnet():
-    model = sp.inject_prior(bisrnet(), layers="bisrnet", prior="default").eval()
+def test_default_is_the_official_bisrnet_and_no_prior():
+    official, default = sp.load_model("bisrnet-official"), sp.load_model("default")
+    assert not hasattr(default, "spectral_prior")
+    for name, tensor in official.state_dict().items():
+        assert torch.equal(default.state_dict()[name], tensor), name
+    with pytest.raises(ValueError, match="holds a bare backbone, not a prior: load it with load_model"):
+        sp.load_injection(bisrnet(), "default")
+
+
+def test_bisrnet_sdp_injects_into_a_fresh_bisrnet():
+    model = sp.inject_prior(bisrnet(), layers="bisrnet", prior="bisrnet-sdp").eval()
     reference = sp.load_model("bisrnet-sdp")
     h, mask = torch.rand(1, 28, 32, 32), torch.rand(1, 28, 32, 32)
     with torch.no_grad():

@@ -619,7 +619,7 @@ def test_misused_calls_name_the_fix():
                        "it takes model, layers, prior"):
         sp.inject_prior(mst_s(), "mst", prior_dimm=8)
     with pytest.raises(ValueError, match="was trained with a BiSRNet of .* but this model is a MST"):
-        sp.inject_prior(mst_s(), prior="default")  # refused before any weight loads, not on a missing key
+        sp.inject_prior(mst_s(), prior="bisrnet-sdp")  # refused before any weight loads, not on a missing key
 
 
 @pytest.mark.parametrize("container", [nn.Sequential(nn.Conv2d(3, 3, 1)), nn.ModuleList([nn.Conv2d(3, 3, 1)])])

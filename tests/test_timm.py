@@ -86,7 +86,7 @@ def test_every_backbone_and_its_sdp_variant_is_a_timm_model(timm: ModuleType) ->
     ours = ALL_BACKBONES + [name + "_sdp" for name in ALL_BACKBONES]
     assert sorted(timm.list_models(module="timm")) == sorted(ours)
     assert set(timm.list_models("mst*")) >= {"mst_s", "mst_m", "mst_l", "mst_plus_plus", "mst_l_sdp", "mst_s_sdp"}
-    assert EMBEDDED_MODELS["default"] == EMBEDDED_MODELS["bisrnet-sdp"] == "bisrnet_sdp"
+    assert EMBEDDED_MODELS["default"] == EMBEDDED_MODELS["bisrnet-official"] == "bisrnet_official"
     assert {"mst_s_sdp.cave", "mst_s.cave"} <= set(timm.list_pretrained("mst*"))
     assert {"bisrnet_sdp.cave", "bisrnet.cave"} <= set(timm.list_pretrained("bisrnet*"))
     with_weights = timm.list_models(module="timm", pretrained=True, include_tags=True)
