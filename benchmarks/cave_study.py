@@ -224,11 +224,21 @@ def _card(result: dict[str, Any], study: Study) -> dict[str, str]:
         **_test_entry(result["test"]),
         "caveat": f"a 2-core CPU budget ({study.steps[result['budget']]} backbone steps of {result['crop']}x"
                   f"{result['crop']} crops), far from the MST toolbox's GPU training (300k steps of 256x256 crops); "
-                  "CAVE only (no KAIST here), and the official BiSRNet was trained by its authors on all of CAVE, test "
-                  "scenes included. Good for demos and tests; train your own for real work (docs/training.md)",
+                  "CAVE only (no KAIST here)"
+                  + (", and the official BiSRNet was trained by its authors on all of CAVE, test scenes included"
+                     if study.init else "")
+                  + ". Good for demos and tests; train your own for real work (docs/training.md)",
         "produced by": f"benchmarks/quality.py --study {result['study']} --budget {result['budget']} --ship "
                        "(spectral-prior repository)",
     }
+
+
+def _paired_entry(sdp: dict[str, Any], baseline: dict[str, Any]) -> str:
+    """A shipped +SDP model's line on its baseline: same seed, data and backbone steps, no prior."""
+    gain = sdp["test"]["mean"]["psnr"] - baseline["test"]["mean"]["psnr"]
+    return (f"{baseline['arm']}-seed{baseline['seed']} (the {baseline['backbone']}-baseline model, same seed and backbone "
+            f"steps, no prior) scores {baseline['test']['mean']['psnr']:.2f} dB on the same quadrants: {gain:+.2f} dB "
+            "for the prior; every seed is in docs/benchmarks.md")
 
 
 def _official_card(result: dict[str, Any], study: Study) -> dict[str, str]:
@@ -269,6 +279,8 @@ def ship(study_name: str, budget: str, out_root: Path, package: Path) -> list[Pa
         target = package / f"{study.backbone}_{arm}"
         shutil.rmtree(target, ignore_errors=True)
         card = _official_card(result, study) if arm == "official" else _card(result, study)
+        if arm == "sdp" and (out / "baseline-seed0.json").is_file():
+            card["against its paired baseline"] = _paired_entry(result, json.loads((out / "baseline-seed0.json").read_text()))
         mask = dict(mask=sp.cassi.load_mask(MASK), mask_source="mask_256.mat (TSA-Net / MST toolbox simulation mask)")
         if arm == "sdp":
             injector = sp.get_injector(model)

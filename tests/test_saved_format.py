@@ -43,7 +43,7 @@ def test_a_v1_prior_loads():
     assert prior(torch.rand(1, 28, 12, 16)).shape == (1, 8)
 
 
-@pytest.mark.parametrize("name", ["mst_s-baseline", "bisrnet-sdp"])
+@pytest.mark.parametrize("name", ["bisrnet-baseline", "bisrnet-sdp"])
 def test_the_embedded_v1_models_load(name):
     folder = sp.saving.hub.PRETRAINED_DIR / name.replace("-", "_")
     assert json.loads((folder / "config.json").read_text())["format_version"] == 1
