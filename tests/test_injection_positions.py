@@ -175,17 +175,25 @@ def test_a_target_that_never_runs_as_a_module_is_refused():
 # -- old files -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make, name", [(mst_s, "mst_s-sdp"), (bisrnet, "bisrnet-sdp")])
-def test_injections_saved_with_block_output_spims_load_as_they_were(make, name):
-    """The embedded models were saved by release 0.1, before positions were recorded, under the preset names that
-    now modulate inside the blocks: they load with their own recorded targets, on the block outputs."""
-    model = sp.inject_prior(make(), prior=name)
+def test_an_injection_saved_with_block_output_spims_loads_as_it_was():
+    """The embedded bisrnet-sdp was saved by release 0.1, before positions were recorded, under the preset name that
+    now modulates inside the blocks: it loads with its own recorded targets, on the block outputs."""
+    model = sp.inject_prior(bisrnet(), prior="bisrnet-sdp")
     injector = sp.get_injector(model)
     blocks = ["encoder_layers.0.0", "encoder_layers.1.0", "bottleneck", "decoder_layers.0.2", "decoder_layers.1.2"]
     assert [t.removeprefix("body.0.") for t in injector.targets] == blocks
     assert set(injector.positions.values()) == {"output"}
     with torch.no_grad():
-        out = model.eval()(*h_and_mask(make, batch=1))
+        out = model.eval()(*h_and_mask(bisrnet, batch=1))
+    assert torch.isfinite(out).all()
+
+
+def test_an_injection_saved_with_input_spims_loads_on_the_inputs():
+    model = sp.inject_prior(mst_s(), prior="mst_s-sdp")  # format 2: the `mst` preset inside every block
+    injector = sp.get_injector(model)
+    assert len(injector.targets) == 20 and set(injector.positions.values()) == {"input"}
+    with torch.no_grad():
+        out = model.eval()(*h_and_mask(mst_s, batch=1))
     assert torch.isfinite(out).all()
 
 
