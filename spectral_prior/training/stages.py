@@ -91,10 +91,7 @@ def trainable_parameters(model: nn.Module, stage: str, *, freeze_binary: bool = 
             "stage2b": everything - teacher,  # all but the teacher
         }[stage]
     if freeze_binary:
-        latent = latent_binary_weights(model)
-        if not latent:
-            raise InvalidInputError(f"freeze_binary: {type(model).__name__} has no binarised convolutions to freeze")
-        chosen -= {id(p) for p in latent}
+        chosen -= _latent_binary_ids(model, "freeze_binary", "to freeze")
     trainable = []
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) in chosen)
@@ -103,15 +100,20 @@ def trainable_parameters(model: nn.Module, stage: str, *, freeze_binary: bool = 
     return trainable
 
 
+def _latent_binary_ids(model: nn.Module, option: str, purpose: str) -> set[int]:
+    """The ids of ``model``'s latent binary weights; ``option`` cannot apply (``purpose``) to a model without them."""
+    latent = latent_binary_weights(model)
+    if not latent:
+        raise InvalidInputError(f"{option}: {type(model).__name__} has no binarised convolutions {purpose}")
+    return {id(p) for p in latent}
+
+
 def parameter_groups(trainable: list[nn.Parameter], model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """Adam's groups: the backbone at ``lr``; its latent binary weights at ``binary_lr`` and what the injection
     added at ``prior_lr``, each where given."""
     own_rates: list[tuple[set[int], float]] = []
     if config.binary_lr is not None:
-        latent = latent_binary_weights(model)
-        if not latent:
-            raise InvalidInputError(f"binary_lr: {type(model).__name__} has no binarised convolutions to train at it")
-        own_rates.append(({id(p) for p in latent}, config.binary_lr))
+        own_rates.append((_latent_binary_ids(model, "binary_lr", "to train at it"), config.binary_lr))
     if config.prior_lr is not None and hasattr(model, INJECTOR_NAME):
         own_rates.append(({id(p) for p in get_injector(model).parameters()}, config.prior_lr))
     rest = [p for p in trainable if not any(id(p) in ids for ids, _ in own_rates)]
