@@ -470,3 +470,20 @@ def test_a_run_state_of_a_newer_release_is_refused(tmp_path, monkeypatch):
     torch.save({**state, "version": checkpoints.RUN_STATE_VERSION + 1}, state_file)
     with pytest.raises(ValueError, match="written by a newer spectral-prior .*upgrade with pip install -U"):
         train(config, resume=True, progress=False)
+
+
+class _RunsOnLoad:
+    """An object whose unpickling would call a function: what a tampered state.pt could hold."""
+
+    def __reduce__(self):
+        return (print, ("code from state.pt ran",))
+
+
+def test_a_run_state_holding_code_is_refused_without_running_it(tmp_path, monkeypatch, capsys):
+    config = tiny(tmp_path, stage="baseline", steps=4)
+    state_file = _run_until_first_checkpoint(config, monkeypatch)
+    state = torch.load(state_file, weights_only=False)
+    torch.save({**state, "payload": _RunsOnLoad()}, state_file)
+    with pytest.raises(ValueError, match="state.pt holds Python objects a training state does not have"):
+        train(config, resume=True, progress=False)
+    assert "code from state.pt ran" not in capsys.readouterr().out

@@ -2,6 +2,7 @@
 in ``state.pt``, versioned by :data:`RUN_STATE_VERSION`), named by ``checkpoints/latest.json``, each written as a unit."""
 from __future__ import annotations
 
+import pickle
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,9 +54,24 @@ def write_checkpoint(output: Path, step: int, weights: dict[str, Tensor], state:
     return root / name
 
 
+def _numpy_rng_globals() -> list[Any]:
+    """What unpickling NumPy's generator state (a uint32 array) needs, named the way this NumPy names it."""
+    keys = np.random.get_state()[1]
+    return [keys.__reduce__()[0], np.ndarray, np.dtype, type(keys.dtype)]
+
+
 def read_checkpoint(folder: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """The weights and the state of a checkpoint folder; a state of a newer version is refused."""
-    state = torch.load(folder / STATE, map_location="cpu", weights_only=False)
+    """The weights and the state of a checkpoint folder; a state of a newer version is refused.
+
+    ``state.pt`` is read with ``weights_only=True``: tensors, plain Python values and NumPy's generator state only, so
+    resuming a run folder from elsewhere runs no code from it.
+    """
+    try:
+        with torch.serialization.safe_globals(_numpy_rng_globals()):
+            state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise InvalidInputError(f"{folder / STATE} holds Python objects a training state does not have, so it is not "
+                                f"loaded (weights_only=True): {error}") from None
     version = state.get("version", 0)
     if version > RUN_STATE_VERSION:
         raise InvalidInputError(f"{folder} was written by a newer spectral-prior (run state {version}; this one reads "
