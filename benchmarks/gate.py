@@ -12,7 +12,11 @@ random crops of the 12 CAVE train scenes through ``mask_256.mat`` (stage 1 of ``
   no image information. The vector starts at the scale of the seed's untrained teacher's vectors (a larger one would
   move the zero-initialised SPIMs faster than the teacher's at the same learning rate);
 * ``baseline-fp32``: the baseline in float32, where the others train under ``--precision`` (bf16 by default): the
-  accuracy check of bfloat16 autocast at equal seeds.
+  accuracy check of bfloat16 autocast at equal seeds;
+* ``student``: the protocol's second step, run on the finished ``teacher`` arm: ``--distill-steps`` of stage 2a (the
+  measurement-only student HFE and the diffusion learn the teacher's vector; the backbone is not run), scored through
+  the student. Its backbone has had the same steps as control (a)'s, so the two compare at equal backbone budget; it
+  must keep at least half of the teacher's gain over control (a).
 
 The ``teacher`` run is scored three ways: through its teacher (``teacher``), with each crop modulated by the teacher's
 vector of another crop (``control-b``), and through its untrained student (``teacher-trained backbone, untrained
@@ -49,7 +53,7 @@ from spectral_prior.evaluation import evaluate, mean_metrics
 from spectral_prior.sdp.prior import ConstantPrior, SpectralDiffusionPrior
 from spectral_prior.training import TrainConfig, train
 
-ARMS = ("baseline", "teacher", "control-a", "baseline-fp32")
+ARMS = ("baseline", "teacher", "control-a", "baseline-fp32", "student")
 GATE_DB = 0.3
 
 
@@ -127,24 +131,55 @@ def score_with_other_vectors(model: torch.nn.Module, backbone: str, tiles: Any) 
     return {"mean": {"psnr": statistics.mean(psnrs.values())}, "tiles": psnrs}
 
 
+def _arm_name(args: argparse.Namespace, arm: str, seed: int) -> str:
+    """An arm's run folder and JSON name; the student's names its stage-2a length, so that another is another arm."""
+    return f"student-{args.distill_steps}-seed{seed}" if arm == "student" else f"{arm}-seed{seed}"
+
+
+@torch.no_grad()
+def vector_fit(model: torch.nn.Module, backbone: str, tiles: Any) -> dict[str, float]:
+    """How well the student's vectors reproduce the teacher's over ``tiles``: the L1 that stage 2a minimises, the L1 of
+    the teacher's mean vector (a student that ignores the image), the spread of each across crops, and the share of
+    the teacher's variance across crops that the student explains (R^2; at most 0 for a constant vector)."""
+    prior = sp.get_injector(model).prior
+    model.eval()
+    pairs = [(prior(net_input), prior.teacher(net_input, gt)) for _, gt, net_input, _ in _simulated(backbone, tiles)]
+    student, teacher = (torch.cat(vectors).float() for vectors in zip(*pairs))
+    centred = teacher - teacher.mean(0)
+    return {
+        "l1_student": (student - teacher).abs().mean().item(), "l1_teacher_mean": centred.abs().mean().item(),
+        "std_student": student.std(0).mean().item(), "std_teacher": teacher.std(0).mean().item(),
+        "r2_student": 1 - ((student - teacher).square().sum() / centred.square().sum()).item(),
+    }
+
+
 def _train_and_score(args: argparse.Namespace, arm: str, seed: int, out: Path) -> dict[str, Any]:
-    run = out / "runs" / f"{arm}-seed{seed}"
+    run = out / "runs" / _arm_name(args, arm, seed)
     started = time.perf_counter()
-    stage = "baseline" if arm in ("baseline", "baseline-fp32") else "stage1"
-    if args.continue_from:  # each arm goes on from the same arm of an earlier gate
+    stage = {"baseline": "baseline", "baseline-fp32": "baseline", "student": "stage2a"}.get(arm, "stage1")
+    steps = args.distill_steps if arm == "student" else args.steps
+    if arm == "student":
+        init = str(out / "runs" / f"teacher-seed{seed}" / "final")
+        if not Path(init).is_dir():
+            raise SystemExit(f"the student arm distils the teacher arm's model, and {init} is missing: run --arms teacher "
+                             f"student (in that order) for seed {seed}")
+    elif args.continue_from:  # each arm goes on from the same arm of an earlier gate
         init = str(args.continue_from / "runs" / f"{arm}-seed{seed}" / "final")
     elif arm == "control-a":
         init = str(_constant_prior_start(args, seed, out / "runs" / f"start-{arm}-seed{seed}"))
     else:
         init = args.init
-    final = train(_config(args, arm, seed, run, stage=stage, init=init), resume=True)
+    final = train(_config(args, arm, seed, run, stage=stage, init=init, steps=steps), resume=True)
     model = sp.load_model(final)
     result: dict[str, Any] = {"arm": arm, "seed": seed, **vars(args)}
     result.pop("out")
     result["continue_from"] = str(args.continue_from) if args.continue_from else None
-    injected = hasattr(model, "spectral_prior")
+    injected = hasattr(model, "spectral_prior") and arm != "student"  # the student is scored through itself
     result["val"] = _scores(model, args.backbone, validation_tiles(), teacher=injected)
     result["test"] = _scores(model, args.backbone, test_tiles(), teacher=injected)
+    if arm == "student":
+        result["val_vector_fit"] = vector_fit(model, args.backbone, validation_tiles())
+        result["test_vector_fit"] = vector_fit(model, args.backbone, test_tiles())
     if arm == "teacher":
         result["val_control_b"] = score_with_other_vectors(model, args.backbone, validation_tiles())
         result["val_student_vector"] = _scores(model, args.backbone, validation_tiles())  # the untrained student's z
@@ -174,11 +209,25 @@ def summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ("control (a): learned constant vector", "control-a", "val"), ("teacher (sees GT)", "teacher", "val"),
         ("control (b): teacher, another scene's vector", "teacher", "val_control_b"),
         ("teacher-trained backbone, untrained student's vector", "teacher", "val_student_vector"),
+        ("student after stage 2a (measurement only)", "student", "val"),
     ):
         runs = [r for r in by_arm[arm] if part in r and (versus is None or r["seed"] in control)]
         if runs:
             rows.append(_row(label, runs, part, versus))
     return rows
+
+
+def student_kept(results: list[dict[str, Any]]) -> dict[int, float]:
+    """Per seed, the student's validation gain over control (a) as a fraction of the teacher's (the protocol asks at
+    least 0.5), for the seeds where the teacher gained at all."""
+    val = {(r["arm"], r["seed"]): r["val"]["mean"]["psnr"] for r in results}
+    kept = {}
+    for arm, seed in val:
+        if arm == "student" and {("teacher", seed), ("control-a", seed)} <= val.keys():
+            teacher_gain = val["teacher", seed] - val["control-a", seed]
+            if teacher_gain > 0:
+                kept[seed] = (val["student", seed] - val["control-a", seed]) / teacher_gain
+    return kept
 
 
 def main() -> None:
@@ -198,6 +247,7 @@ def main() -> None:
     parser.add_argument("--binary-lr", type=float, help="the latent binary weights' own learning rate (BiSRNet)")
     parser.add_argument("--continue-from", type=Path,
                         help="an earlier gate's folder: each arm starts from that arm's final model (e.g. a frozen phase)")
+    parser.add_argument("--distill-steps", type=int, default=1500, help="stage-2a steps of the student arm")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--threads", type=int, default=1)
@@ -218,7 +268,7 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         for arm in args.arms:
-            path = out / f"{arm}-seed{seed}.json"
+            path = out / f"{_arm_name(args, arm, seed)}.json"
             if args.report_only:
                 results += [json.loads(path.read_text())] if path.is_file() else []
             else:
@@ -229,7 +279,17 @@ def main() -> None:
     rows = summary(results)
     print(f"\n{name}: validation = central 256x256 crop of the 12 CAVE train scenes; gate +{GATE_DB} dB on each seed\n")
     print(markdown_table(rows))
-    path = write_json(name, {"summary": rows, "runs": results}, args.out / f"{name}.json")
+    kept = student_kept(results)
+    if kept:
+        print("\nthe student keeps " + ", ".join(f"{k:.0%} (seed {s})" for s, k in kept.items())
+              + " of the teacher's gain over control (a); the protocol asks at least 50%")
+    for r in results:
+        if "val_vector_fit" in r:
+            fit = r["val_vector_fit"]
+            print(f"seed {r['seed']}: the student's vectors explain {fit['r2_student']:.0%} of the teacher's variance across "
+                  f"the validation crops (spread {fit['std_student']:.4f} vs {fit['std_teacher']:.4f}; L1 "
+                  f"{fit['l1_student']:.4f}, the teacher's mean vector {fit['l1_teacher_mean']:.4f})")
+    path = write_json(name, {"summary": rows, "student_kept": kept, "runs": results}, args.out / f"{name}.json")
     print(f"written {path}")
 
 
