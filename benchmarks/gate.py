@@ -14,9 +14,10 @@ random crops of the 12 CAVE train scenes through ``mask_256.mat`` (stage 1 of ``
 * ``baseline-fp32``: the baseline in float32, where the others train under ``--precision`` (bf16 by default): the
   accuracy check of bfloat16 autocast at equal seeds;
 * ``student``: the protocol's second step, run on the finished ``teacher`` arm: ``--distill-steps`` of stage 2a (the
-  measurement-only student HFE and the diffusion learn the teacher's vector; the backbone is not run), scored through
-  the student. Its backbone has had the same steps as control (a)'s, so the two compare at equal backbone budget; it
-  must keep at least half of the teacher's gain over control (a).
+  measurement-only student HFE and the diffusion learn the teacher's vector; the backbone is not run), at
+  ``--distill-lr`` and ``--distill-batch`` where given, scored through the student. Its backbone has had the same
+  steps as control (a)'s, so the two compare at equal backbone budget; it must keep at least half of the teacher's
+  gain over control (a).
 
 The ``teacher`` run is scored three ways: through its teacher (``teacher``), with each crop modulated by the teacher's
 vector of another crop (``control-b``), and through its untrained student (``teacher-trained backbone, untrained
@@ -132,8 +133,12 @@ def score_with_other_vectors(model: torch.nn.Module, backbone: str, tiles: Any) 
 
 
 def _arm_name(args: argparse.Namespace, arm: str, seed: int) -> str:
-    """An arm's run folder and JSON name; the student's names its stage-2a length, so that another is another arm."""
-    return f"student-{args.distill_steps}-seed{seed}" if arm == "student" else f"{arm}-seed{seed}"
+    """An arm's run folder and JSON name; the student's names its stage-2a length, learning rate and batch where given,
+    so that another is another arm."""
+    if arm != "student":
+        return f"{arm}-seed{seed}"
+    changed = (f"-lr{args.distill_lr:g}" if args.distill_lr else "") + (f"-b{args.distill_batch}" if args.distill_batch else "")
+    return f"student-{args.distill_steps}{changed}-seed{seed}"
 
 
 @torch.no_grad()
@@ -169,7 +174,11 @@ def _train_and_score(args: argparse.Namespace, arm: str, seed: int, out: Path) -
         init = str(_constant_prior_start(args, seed, out / "runs" / f"start-{arm}-seed{seed}"))
     else:
         init = args.init
-    final = train(_config(args, arm, seed, run, stage=stage, init=init, steps=steps), resume=True)
+    changes: dict[str, Any] = dict(stage=stage, init=init, steps=steps)
+    if arm == "student":
+        changes.update({"lr": args.distill_lr, "prior_lr": args.distill_lr} if args.distill_lr else {})
+        changes.update({"batch": args.distill_batch} if args.distill_batch else {})
+    final = train(_config(args, arm, seed, run, **changes), resume=True)
     model = sp.load_model(final)
     result: dict[str, Any] = {"arm": arm, "seed": seed, **vars(args)}
     result.pop("out")
@@ -248,6 +257,8 @@ def main() -> None:
     parser.add_argument("--continue-from", type=Path,
                         help="an earlier gate's folder: each arm starts from that arm's final model (e.g. a frozen phase)")
     parser.add_argument("--distill-steps", type=int, default=1500, help="stage-2a steps of the student arm")
+    parser.add_argument("--distill-lr", type=float, help="the student arm's stage-2a learning rate (default: the prior's)")
+    parser.add_argument("--distill-batch", type=int, help="the student arm's stage-2a batch (default: --batch)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--threads", type=int, default=1)
