@@ -15,9 +15,9 @@ random crops of the 12 CAVE train scenes through ``mask_256.mat`` (stage 1 of ``
   accuracy check of bfloat16 autocast at equal seeds;
 * ``student``: the protocol's second step, run on the finished ``teacher`` arm: ``--distill-steps`` of stage 2a (the
   measurement-only student HFE and the diffusion learn the teacher's vector; the backbone is not run), at
-  ``--distill-lr`` and ``--distill-batch`` where given, scored through the student. Its backbone has had the same
-  steps as control (a)'s, so the two compare at equal backbone budget; it must keep at least half of the teacher's
-  gain over control (a).
+  ``--distill-lr`` and ``--distill-batch`` where given (``--distill-plain``: without augmentation), scored through the
+  student. Its backbone has had the same steps as control (a)'s, so the two compare at equal backbone budget; it must
+  keep at least half of the teacher's gain over control (a).
 
 The ``teacher`` run is scored three ways: through its teacher (``teacher``), with each crop modulated by the teacher's
 vector of another crop (``control-b``), and through its untrained student (``teacher-trained backbone, untrained
@@ -138,6 +138,7 @@ def _arm_name(args: argparse.Namespace, arm: str, seed: int) -> str:
     if arm != "student":
         return f"{arm}-seed{seed}"
     changed = (f"-lr{args.distill_lr:g}" if args.distill_lr else "") + (f"-b{args.distill_batch}" if args.distill_batch else "")
+    changed += "-plain" if args.distill_plain else ""
     return f"student-{args.distill_steps}{changed}-seed{seed}"
 
 
@@ -178,6 +179,7 @@ def _train_and_score(args: argparse.Namespace, arm: str, seed: int, out: Path) -
     if arm == "student":
         changes.update({"lr": args.distill_lr, "prior_lr": args.distill_lr} if args.distill_lr else {})
         changes.update({"batch": args.distill_batch} if args.distill_batch else {})
+        changes.update({"augment": False} if args.distill_plain else {})
     final = train(_config(args, arm, seed, run, **changes), resume=True)
     model = sp.load_model(final)
     result: dict[str, Any] = {"arm": arm, "seed": seed, **vars(args)}
@@ -259,6 +261,7 @@ def main() -> None:
     parser.add_argument("--distill-steps", type=int, default=1500, help="stage-2a steps of the student arm")
     parser.add_argument("--distill-lr", type=float, help="the student arm's stage-2a learning rate (default: the prior's)")
     parser.add_argument("--distill-batch", type=int, help="the student arm's stage-2a batch (default: --batch)")
+    parser.add_argument("--distill-plain", action="store_true", help="stage 2a on plain crops, without augmentation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--threads", type=int, default=1)
