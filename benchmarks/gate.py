@@ -132,14 +132,28 @@ def score_with_other_vectors(model: torch.nn.Module, backbone: str, tiles: Any) 
     return {"mean": {"psnr": statistics.mean(psnrs.values())}, "tiles": psnrs}
 
 
+def _student_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The student arm's stage-2a options that were given: the suffix its run folder carries for them (so that other
+    settings are another arm) and the TrainConfig fields they change."""
+    suffix = ""
+    changes: dict[str, Any] = {}
+    if args.distill_lr:
+        suffix += f"-lr{args.distill_lr:g}"
+        changes.update(lr=args.distill_lr, prior_lr=args.distill_lr)
+    if args.distill_batch:
+        suffix += f"-b{args.distill_batch}"
+        changes["batch"] = args.distill_batch
+    if args.distill_plain:
+        suffix += "-plain"
+        changes["augment"] = False
+    return suffix, changes
+
+
 def _arm_name(args: argparse.Namespace, arm: str, seed: int) -> str:
-    """An arm's run folder and JSON name; the student's names its stage-2a length, learning rate and batch where given,
-    so that another is another arm."""
+    """An arm's run folder and JSON name; the student's names its stage-2a length and the options given."""
     if arm != "student":
         return f"{arm}-seed{seed}"
-    changed = (f"-lr{args.distill_lr:g}" if args.distill_lr else "") + (f"-b{args.distill_batch}" if args.distill_batch else "")
-    changed += "-plain" if args.distill_plain else ""
-    return f"student-{args.distill_steps}{changed}-seed{seed}"
+    return f"student-{args.distill_steps}{_student_settings(args)[0]}-seed{seed}"
 
 
 @torch.no_grad()
@@ -175,12 +189,8 @@ def _train_and_score(args: argparse.Namespace, arm: str, seed: int, out: Path) -
         init = str(_constant_prior_start(args, seed, out / "runs" / f"start-{arm}-seed{seed}"))
     else:
         init = args.init
-    changes: dict[str, Any] = dict(stage=stage, init=init, steps=steps)
-    if arm == "student":
-        changes.update({"lr": args.distill_lr, "prior_lr": args.distill_lr} if args.distill_lr else {})
-        changes.update({"batch": args.distill_batch} if args.distill_batch else {})
-        changes.update({"augment": False} if args.distill_plain else {})
-    final = train(_config(args, arm, seed, run, **changes), resume=True)
+    changes = _student_settings(args)[1] if arm == "student" else {}
+    final = train(_config(args, arm, seed, run, stage=stage, init=init, steps=steps, **changes), resume=True)
     model = sp.load_model(final)
     result: dict[str, Any] = {"arm": arm, "seed": seed, **vars(args)}
     result.pop("out")
